@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -36,6 +37,9 @@ type Config struct {
 	// Sampling sets the per-level log sampling rates and the first-N rule.
 	// The zero value means the documented defaults (see SamplingConfig).
 	Sampling SamplingConfig
+	// ReadyTimeout bounds one /readyz evaluation of all ready checks.
+	// Default DefaultReadyTimeout (2 s); negative is invalid.
+	ReadyTimeout time.Duration
 }
 
 // Observer is the shared observability root that components accept as an
@@ -49,6 +53,8 @@ type Observer struct {
 	logger    *slog.Logger
 	sampler   *SamplingHandler
 
+	readyTimeout time.Duration
+
 	readyMu sync.RWMutex
 	checks  map[string]ReadyCheck
 	order   []string
@@ -60,7 +66,13 @@ var ErrInvalidConfig = errors.New("observe: invalid config")
 // New builds an Observer from cfg, registering the runtime collectors unless
 // disabled. It returns an error wrapping ErrInvalidConfig naming the bad field.
 func New(cfg Config) (*Observer, error) {
-	o := &Observer{namespace: cfg.Namespace, checks: map[string]ReadyCheck{}}
+	o := &Observer{namespace: cfg.Namespace, checks: map[string]ReadyCheck{}, readyTimeout: cfg.ReadyTimeout}
+	switch {
+	case o.readyTimeout < 0:
+		return nil, fmt.Errorf("%w: ReadyTimeout %v is negative", ErrInvalidConfig, cfg.ReadyTimeout)
+	case o.readyTimeout == 0:
+		o.readyTimeout = DefaultReadyTimeout
+	}
 	if o.namespace == "" {
 		o.namespace = DefaultNamespace
 	}
@@ -85,10 +97,10 @@ func New(cfg Config) (*Observer, error) {
 	}
 	if !cfg.DisableRuntimeCollectors {
 		if err := registerOrReuse(o.reg, newRuntimeCollector()); err != nil {
-			return nil, fmt.Errorf("observe: register go collector: %w", err)
+			return nil, fmt.Errorf("observe: register Go runtime collector (set DisableRuntimeCollectors when the Registerer already has one): %w", err)
 		}
 		if err := registerOrReuse(o.reg, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
-			return nil, fmt.Errorf("observe: register process collector: %w", err)
+			return nil, fmt.Errorf("observe: register process collector (set DisableRuntimeCollectors when the Registerer already has one): %w", err)
 		}
 	}
 	base := cfg.LogHandler
@@ -194,7 +206,12 @@ type NotReadyError struct {
 	Err   error
 }
 
-func (e *NotReadyError) Error() string { return "observe: not ready: " + e.Check + ": " + e.Err.Error() }
+// Error returns "observe: not ready: <check>: <cause>".
+func (e *NotReadyError) Error() string {
+	return "observe: not ready: " + e.Check + ": " + e.Err.Error()
+}
+
+// Unwrap returns the check's error.
 func (e *NotReadyError) Unwrap() error { return e.Err }
 
 // Ready runs the readiness checks in registration order and returns a
@@ -211,9 +228,20 @@ func (o *Observer) Ready(ctx context.Context) error {
 	}
 	o.readyMu.RUnlock()
 	for i, c := range checks { // checks run outside the lock
-		if err := c(ctx); err != nil {
+		if err := runCheck(ctx, c); err != nil {
 			return &NotReadyError{Check: names[i], Err: err}
 		}
 	}
 	return nil
+}
+
+// runCheck runs c, turning a panic into an error so that a faulty check
+// reports "not ready" instead of failing the probe request.
+func runCheck(ctx context.Context, c ReadyCheck) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("check panicked: %v", p)
+		}
+	}()
+	return c(ctx)
 }
