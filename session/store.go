@@ -1,0 +1,565 @@
+package session
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math/bits"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/switchboard-go/switchboard/observe"
+)
+
+// Reason says why an entry left the store; it is passed to Config.OnEvict.
+type Reason uint8
+
+const (
+	// Capacity: the entry was the least recently used of a full shard.
+	Capacity Reason = iota + 1
+	// Expired: the entry's TTL passed (found by Get, Set, the janitor, …).
+	Expired
+	// Deleted: Delete removed it, or Update returned keep == false.
+	Deleted
+	// Replaced: Set stored a new value under the same key.
+	Replaced
+
+	numReasons = int(Replaced) + 1
+)
+
+// String returns the lower-case name used in logs and metric labels.
+func (r Reason) String() string {
+	switch r {
+	case Capacity:
+		return "capacity"
+	case Expired:
+		return "expired"
+	case Deleted:
+		return "deleted"
+	case Replaced:
+		return "replaced"
+	}
+	return fmt.Sprintf("reason(%d)", uint8(r))
+}
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultJanitorInterval = time.Second
+	DefaultJanitorBatch    = 1024
+	DefaultName            = "default"
+	maxShards              = 1 << 16
+)
+
+// ErrInvalidConfig is wrapped by New's errors; the message names the field.
+var ErrInvalidConfig = errors.New("session: invalid config")
+
+// Config configures a Store. Every zero value means the documented default.
+type Config[K comparable, V any] struct {
+	// Shards is the number of independently locked shards; it must be a
+	// power of two. Default: the next power of two ≥ 32×GOMAXPROCS (at least
+	// 16, at most 4096), lowered to at most Capacity when Capacity is small.
+	Shards int
+	// Capacity bounds the total number of entries. It is split exactly
+	// across the shards (their limits sum to Capacity) and each shard evicts
+	// its least recently used entry when full, which approximates a global
+	// LRU closely when keys hash evenly. Default 0: unbounded (only TTLs
+	// remove entries).
+	Capacity int
+	// TTL is the lifetime given by Set and by Update when it inserts.
+	// Default 0: entries do not expire unless set with SetWithTTL.
+	TTL time.Duration
+	// Sliding makes Get (and Update) restart an entry's TTL, so only idle
+	// entries expire. Touch restarts it regardless. Default false: the TTL
+	// runs from the last write.
+	Sliding bool
+	// JanitorInterval is how often the background janitor removes expired
+	// entries. Each tick examines at most JanitorBatch slots per shard,
+	// taking one shard lock at a time, so it never scans everything at once.
+	// Expired entries are invisible to readers before the janitor reaches
+	// them. Default DefaultJanitorInterval; negative disables the janitor.
+	JanitorInterval time.Duration
+	// JanitorBatch is the number of slots examined per shard per tick.
+	// Default DefaultJanitorBatch.
+	JanitorBatch int
+	// OnEvict, if set, is called once for every entry that leaves the store
+	// and for every value Set replaces, with the reason. It runs on the
+	// goroutine that caused the removal (or the janitor), after the shard
+	// lock is released, so it may call back into the store or block — though
+	// blocking delays that caller.
+	OnEvict func(key K, value V, reason Reason)
+	// Clock supplies time for TTLs and the janitor. Default SystemClock.
+	Clock Clock
+	// Observer receives metrics (see the package doc). Default nil: off,
+	// at no cost on the hot paths.
+	Observer *observe.Observer
+	// Name labels this store's metrics (label "store") so that several
+	// stores can share an Observer. Default DefaultName.
+	Name string
+}
+
+// Store is a sharded, bounded map with LRU eviction and per-entry TTL. All
+// methods are safe for concurrent use. Get is allocation free; Set, Update,
+// Delete and Touch do not allocate in steady state (a shard's slab and map
+// grow until the shard is full, then slots are reused).
+//
+// Values are returned by copy: when V is a pointer, the store does not
+// protect what it points to, so treat stored pointees as immutable and
+// replace them through Update (copy on write), as Transition does for
+// conversations.
+type Store[K comparable, V any] struct {
+	shards   []shard[K, V]
+	mask     uint64
+	kind     hashKind
+	seed     maphash.Seed
+	iseed    uint64
+	ttl      int64
+	sliding  bool
+	onEvict  func(K, V, Reason)
+	clock    Clock
+	sysClock bool
+	epoch    time.Time
+	batch    int
+	metrics  *storeMetrics
+
+	closeOnce sync.Once
+	stop      chan struct{}
+	done      chan struct{}
+	sweepBuf  []evicted[K, V] // janitor-owned
+}
+
+// New validates cfg, fills defaults and returns a Store. When the janitor
+// is enabled it starts one goroutine, stopped by Close. The error wraps
+// ErrInvalidConfig and names the offending field.
+func New[K comparable, V any](cfg Config[K, V]) (*Store[K, V], error) {
+	if cfg.Capacity < 0 {
+		return nil, fmt.Errorf("%w: Capacity %d is negative", ErrInvalidConfig, cfg.Capacity)
+	}
+	if cfg.TTL < 0 {
+		return nil, fmt.Errorf("%w: TTL %v is negative", ErrInvalidConfig, cfg.TTL)
+	}
+	if cfg.JanitorBatch < 0 {
+		return nil, fmt.Errorf("%w: JanitorBatch %d is negative", ErrInvalidConfig, cfg.JanitorBatch)
+	}
+	n := cfg.Shards
+	switch {
+	case n < 0 || n > maxShards || (n > 0 && n&(n-1) != 0):
+		return nil, fmt.Errorf("%w: Shards %d is not a power of two in [1, %d]", ErrInvalidConfig, n, maxShards)
+	case n > 0 && cfg.Capacity > 0 && n > cfg.Capacity:
+		return nil, fmt.Errorf("%w: Shards %d exceeds Capacity %d", ErrInvalidConfig, n, cfg.Capacity)
+	case n == 0:
+		n = defaultShards(cfg.Capacity)
+	}
+	s := &Store[K, V]{
+		shards:  make([]shard[K, V], n),
+		mask:    uint64(n - 1),
+		kind:    hashKindOf[K](),
+		seed:    maphash.MakeSeed(),
+		ttl:     int64(cfg.TTL),
+		sliding: cfg.Sliding,
+		onEvict: cfg.OnEvict,
+		clock:   cfg.Clock,
+		batch:   cfg.JanitorBatch,
+	}
+	s.iseed = maphash.Comparable(s.seed, uint64(0x9e3779b97f4a7c15))
+	if s.clock == nil {
+		s.clock = SystemClock{}
+	}
+	_, s.sysClock = s.clock.(SystemClock)
+	s.epoch = s.clock.Now()
+	if s.batch == 0 {
+		s.batch = DefaultJanitorBatch
+	}
+	for i := range s.shards {
+		limit := 0
+		if cfg.Capacity > 0 {
+			limit = cfg.Capacity / n
+			if i < cfg.Capacity%n {
+				limit++
+			}
+		}
+		hint := limit
+		if hint == 0 || hint > 4096 {
+			hint = 64
+		}
+		s.shards[i].init(limit, hint)
+	}
+	if cfg.Observer != nil {
+		name := cfg.Name
+		if name == "" {
+			name = DefaultName
+		}
+		m, err := newStoreMetrics(cfg.Observer, name, s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: Name %q: %w", ErrInvalidConfig, name, err)
+		}
+		s.metrics = m
+	}
+	interval := cfg.JanitorInterval
+	if interval == 0 {
+		interval = DefaultJanitorInterval
+	}
+	if interval > 0 {
+		s.stop = make(chan struct{})
+		s.done = make(chan struct{})
+		go s.janitor(s.clock.NewTicker(interval))
+	}
+	return s, nil
+}
+
+func defaultShards(capacity int) int {
+	n := 1 << bits.Len(uint(32*runtime.GOMAXPROCS(0)-1))
+	n = max(16, min(n, 4096))
+	if capacity > 0 {
+		for n > capacity {
+			n >>= 1
+		}
+	}
+	return n
+}
+
+// Close stops the janitor and waits for it to exit, then unregisters the
+// store's metrics. The store remains usable afterwards (expired entries are
+// still hidden from readers and removed when touched). Close is idempotent
+// and always returns nil.
+func (s *Store[K, V]) Close() error {
+	s.closeOnce.Do(func() {
+		if s.stop != nil {
+			close(s.stop)
+			<-s.done
+		}
+		if s.metrics != nil {
+			s.metrics.unregister()
+		}
+	})
+	return nil
+}
+
+// now returns the store-relative monotonic time in nanoseconds, never 0.
+func (s *Store[K, V]) now() int64 {
+	if s.sysClock {
+		return int64(time.Since(s.epoch)) + 1
+	}
+	return int64(s.clock.Now().Sub(s.epoch)) + 1
+}
+
+func (s *Store[K, V]) shardFor(k *K) *shard[K, V] {
+	return &s.shards[hashKey(s.kind, s.seed, s.iseed, k)&s.mask]
+}
+
+func (s *Store[K, V]) count(sh *shard[K, V], r Reason) {
+	if s.metrics != nil {
+		sh.stats.evictions[r].Add(1)
+	}
+}
+
+func (s *Store[K, V]) notify(ev *evicted[K, V]) {
+	if ev.ok && s.onEvict != nil {
+		s.onEvict(ev.key, ev.value, ev.reason)
+	}
+}
+
+// Get returns the value stored under k and whether it is present and not
+// expired. A hit marks the entry most recently used and, with Sliding,
+// restarts its TTL. An expired entry found here is removed (OnEvict with
+// Expired). Get does not allocate.
+func (s *Store[K, V]) Get(k K) (V, bool) {
+	sh := s.shardFor(&k)
+	sh.mu.Lock()
+	i, ok := sh.m[k]
+	if !ok {
+		if s.metrics != nil {
+			sh.stats.misses.Add(1)
+		}
+		sh.mu.Unlock()
+		var zero V
+		return zero, false
+	}
+	e := &sh.ents[i]
+	if e.expires != 0 {
+		now := s.now()
+		if now >= e.expires {
+			ev := evicted[K, V]{key: e.key, value: e.value, reason: Expired, ok: true}
+			sh.remove(i)
+			if s.metrics != nil {
+				sh.stats.misses.Add(1)
+				sh.stats.evictions[Expired].Add(1)
+			}
+			sh.mu.Unlock()
+			s.notify(&ev)
+			var zero V
+			return zero, false
+		}
+		if s.sliding {
+			e.expires = now + e.ttl
+		}
+	}
+	v := e.value
+	sh.moveToFront(i)
+	if s.metrics != nil {
+		sh.stats.hits.Add(1)
+	}
+	sh.mu.Unlock()
+	return v, true
+}
+
+// Peek is Get without side effects: it neither marks the entry used nor
+// restarts a sliding TTL, and it leaves an expired entry for the janitor.
+func (s *Store[K, V]) Peek(k K) (V, bool) {
+	sh := s.shardFor(&k)
+	sh.mu.Lock()
+	i, ok := sh.m[k]
+	if ok {
+		e := &sh.ents[i]
+		if e.expires == 0 || s.now() < e.expires {
+			v := e.value
+			sh.mu.Unlock()
+			return v, true
+		}
+	}
+	sh.mu.Unlock()
+	var zero V
+	return zero, false
+}
+
+// Set stores v under k with the configured TTL, marking it most recently
+// used. A value it replaces is reported to OnEvict as Replaced (Expired if
+// it had already expired); a full shard first evicts its least recently used
+// entry (Capacity, or Expired if that entry had expired).
+func (s *Store[K, V]) Set(k K, v V) { s.set(k, v, s.ttl) }
+
+// SetWithTTL is Set with a TTL for this entry only; ttl <= 0 means the entry
+// never expires.
+func (s *Store[K, V]) SetWithTTL(k K, v V, ttl time.Duration) { s.set(k, v, max(int64(ttl), 0)) }
+
+func (s *Store[K, V]) set(k K, v V, ttl int64) {
+	var now, expires int64
+	if ttl > 0 {
+		now = s.now()
+		expires = now + ttl
+	}
+	sh := s.shardFor(&k)
+	sh.mu.Lock()
+	var ev evicted[K, V]
+	if i, ok := sh.m[k]; ok {
+		e := &sh.ents[i]
+		ev = evicted[K, V]{key: e.key, value: e.value, reason: Replaced, ok: true}
+		if e.expires != 0 {
+			if now == 0 {
+				now = s.now()
+			}
+			if now >= e.expires {
+				ev.reason = Expired
+			}
+		}
+		e.value, e.expires, e.ttl = v, expires, ttl
+		sh.moveToFront(i)
+	} else {
+		ev = sh.insert(k, v, expires, ttl)
+		if ev.ok && ev.expires != 0 {
+			if now == 0 {
+				now = s.now()
+			}
+			if now >= ev.expires {
+				ev.reason = Expired
+			}
+		}
+	}
+	if ev.ok {
+		s.count(sh, ev.reason)
+	}
+	sh.mu.Unlock()
+	s.notify(&ev)
+}
+
+// Update atomically reads, modifies and writes the entry under k: fn gets
+// the current value (ok false when absent or expired) and returns the new
+// value and whether to keep it. keep == false deletes an existing entry
+// (OnEvict with Deleted) or inserts nothing. A kept existing entry is
+// marked used and its TTL restarted; the old value is not reported to
+// OnEvict (it was modified, not replaced). A new entry gets the configured
+// TTL and may evict the shard's LRU entry.
+//
+// fn runs under the shard lock: it must be quick and must not call the
+// store (that would deadlock). If fn panics the lock is released and the
+// entry is unchanged. Update returns the value now stored and whether the
+// key is present.
+func (s *Store[K, V]) Update(k K, fn func(old V, ok bool) (V, bool)) (V, bool) {
+	sh := s.shardFor(&k)
+	var evs [2]evicted[K, V]
+	var now int64
+	sh.mu.Lock()
+	i, have := sh.m[k]
+	var old V
+	if have {
+		e := &sh.ents[i]
+		if e.expires != 0 {
+			now = s.now()
+			if now >= e.expires {
+				evs[0] = evicted[K, V]{key: e.key, value: e.value, reason: Expired, ok: true}
+				s.count(sh, Expired)
+				sh.remove(i)
+				have = false
+			}
+		}
+		if have {
+			old = e.value
+		}
+	}
+	nv, keep := callLocked(&sh.mu, fn, old, have)
+	switch {
+	case keep && have:
+		e := &sh.ents[i]
+		e.value = nv
+		if e.ttl != 0 {
+			if now == 0 {
+				now = s.now()
+			}
+			e.expires = now + e.ttl
+		}
+		sh.moveToFront(i)
+	case keep:
+		var expires int64
+		if s.ttl > 0 {
+			if now == 0 {
+				now = s.now()
+			}
+			expires = now + s.ttl
+		}
+		evs[1] = sh.insert(k, nv, expires, s.ttl)
+		if evs[1].ok {
+			if evs[1].expires != 0 && s.now() >= evs[1].expires {
+				evs[1].reason = Expired
+			}
+			s.count(sh, evs[1].reason)
+		}
+	case have:
+		e := &sh.ents[i]
+		evs[1] = evicted[K, V]{key: e.key, value: e.value, reason: Deleted, ok: true}
+		s.count(sh, Deleted)
+		sh.remove(i)
+	}
+	sh.mu.Unlock()
+	s.notify(&evs[0])
+	s.notify(&evs[1])
+	if !keep {
+		var zero V
+		return zero, false
+	}
+	return nv, true
+}
+
+// callLocked runs fn and releases mu if fn panics, so a panicking Update
+// callback cannot wedge its shard.
+func callLocked[V any](mu *sync.Mutex, fn func(V, bool) (V, bool), old V, have bool) (nv V, keep bool) {
+	done := false
+	defer func() {
+		if !done {
+			mu.Unlock()
+		}
+	}()
+	nv, keep = fn(old, have)
+	done = true
+	return nv, keep
+}
+
+// Delete removes k and reports whether a live entry was removed. The value
+// goes to OnEvict with Deleted (or Expired, and Delete returns false, if it
+// had already expired).
+func (s *Store[K, V]) Delete(k K) bool {
+	sh := s.shardFor(&k)
+	sh.mu.Lock()
+	i, ok := sh.m[k]
+	if !ok {
+		sh.mu.Unlock()
+		return false
+	}
+	e := &sh.ents[i]
+	ev := evicted[K, V]{key: e.key, value: e.value, reason: Deleted, ok: true}
+	if e.expires != 0 && s.now() >= e.expires {
+		ev.reason = Expired
+	}
+	s.count(sh, ev.reason)
+	sh.remove(i)
+	sh.mu.Unlock()
+	s.notify(&ev)
+	return ev.reason == Deleted
+}
+
+// Touch marks k most recently used and restarts its TTL (whether or not the
+// store is Sliding). It reports whether k was present and not expired.
+func (s *Store[K, V]) Touch(k K) bool {
+	sh := s.shardFor(&k)
+	sh.mu.Lock()
+	i, ok := sh.m[k]
+	if !ok {
+		sh.mu.Unlock()
+		return false
+	}
+	e := &sh.ents[i]
+	if e.expires != 0 {
+		now := s.now()
+		if now >= e.expires {
+			ev := evicted[K, V]{key: e.key, value: e.value, reason: Expired, ok: true}
+			s.count(sh, Expired)
+			sh.remove(i)
+			sh.mu.Unlock()
+			s.notify(&ev)
+			return false
+		}
+		e.expires = now + e.ttl
+	}
+	sh.moveToFront(i)
+	sh.mu.Unlock()
+	return true
+}
+
+// Range calls fn for every live entry until fn returns false. It copies one
+// shard at a time under that shard's lock and calls fn with no lock held, so
+// fn may call the store; it is therefore not a point-in-time snapshot of the
+// whole store. Range does not change LRU order or TTLs and allocates a
+// buffer the size of the largest shard.
+func (s *Store[K, V]) Range(fn func(key K, value V) bool) {
+	var buf []evicted[K, V]
+	for i := range s.shards {
+		sh := &s.shards[i]
+		buf = buf[:0]
+		sh.mu.Lock()
+		var now int64
+		for j := sh.ents[0].next; j != 0; j = sh.ents[j].next {
+			e := &sh.ents[j]
+			if e.expires != 0 {
+				if now == 0 {
+					now = s.now()
+				}
+				if now >= e.expires {
+					continue
+				}
+			}
+			buf = append(buf, evicted[K, V]{key: e.key, value: e.value})
+		}
+		sh.mu.Unlock()
+		for j := range buf {
+			if !fn(buf[j].key, buf[j].value) {
+				return
+			}
+		}
+	}
+}
+
+// Len returns the number of entries held, including expired ones the
+// janitor has not removed yet. It locks each shard in turn, so under
+// concurrent writes it is approximate.
+func (s *Store[K, V]) Len() int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// Shards returns the number of shards in use.
+func (s *Store[K, V]) Shards() int { return len(s.shards) }
