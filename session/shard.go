@@ -116,7 +116,7 @@ func (sh *shard[K, V]) insert(k K, v V, expires, ttl int64) (out evicted[K, V]) 
 // evicted carries one entry that left the store from under the shard lock to
 // the OnEvict call made after unlocking.
 type evicted[K comparable, V any] struct {
-	key    K
+	key     K
 	value   V
 	expires int64
 	reason  Reason
