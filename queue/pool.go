@@ -1,0 +1,234 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Pool runs items from a Queue on a fixed number of worker goroutines.
+//
+// Each task's context carries a deadline: start + PoolConfig.TaskTimeout when
+// set, otherwise the item's deadline, or — for an item handed out late
+// (Item.Escalated) — start + its tier's MaxWait, so a degraded reply still has
+// time. Contexts follow wall-clock time even with a fake Clock. A task must
+// not use its context after Run returns (like an http.Request's): contexts
+// that were never asked for Done() are recycled for the next task, so that
+// running a task allocates nothing.
+//
+// Panics in Run are recovered, counted and reported to OnPanic; the worker
+// keeps going. Idle workers park on the queue without spinning. Service times
+// are reported to the Queue for EstimatedWait.
+type Pool[T any] struct {
+	q   *Queue[T]
+	cfg PoolConfig[T]
+
+	base       context.Context
+	cancelBase context.CancelFunc
+	popCtx     context.Context
+	cancelPop  context.CancelFunc
+	stop       atomic.Bool
+
+	mu       sync.Mutex
+	started  bool
+	shutting bool
+	live     int
+	done     chan struct{}
+
+	ran, failed, panics atomic.Uint64
+	busy                atomic.Int64
+	m                   *poolMetrics
+}
+
+// PoolStats are a Pool's cumulative counters.
+type PoolStats struct {
+	// Ran counts tasks whose Run returned (with or without error) or panicked.
+	Ran uint64
+	// Failed counts tasks whose Run returned an error.
+	Failed uint64
+	// Panics counts recovered panics.
+	Panics uint64
+	// Busy is the number of workers running a task now.
+	Busy int
+}
+
+// NewPool returns a stopped Pool over q; call Start. Workers defaults to
+// GOMAXPROCS when zero; Run is required. Errors wrap ErrInvalidConfig.
+func NewPool[T any](q *Queue[T], cfg PoolConfig[T]) (*Pool[T], error) {
+	if q == nil {
+		return nil, fmt.Errorf("%w: queue is nil", ErrInvalidConfig)
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.Workers < 0 {
+		return nil, fmt.Errorf("%w: Workers must be > 0, got %d", ErrInvalidConfig, cfg.Workers)
+	}
+	if cfg.Run == nil {
+		return nil, fmt.Errorf("%w: Run is required", ErrInvalidConfig)
+	}
+	if cfg.TaskTimeout < 0 {
+		return nil, fmt.Errorf("%w: TaskTimeout must be >= 0, got %v", ErrInvalidConfig, cfg.TaskTimeout)
+	}
+	if cfg.BaseContext == nil {
+		cfg.BaseContext = context.Background()
+	}
+	p := &Pool[T]{q: q, cfg: cfg, done: make(chan struct{})}
+	p.base, p.cancelBase = context.WithCancel(cfg.BaseContext)
+	p.popCtx, p.cancelPop = context.WithCancel(context.Background())
+	p.m = newPoolMetrics(q, cfg)
+	return p, nil
+}
+
+// Start launches the workers. It is idempotent and does nothing after
+// Shutdown.
+func (p *Pool[T]) Start() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.started || p.shutting {
+		return
+	}
+	p.started = true
+	p.live = p.cfg.Workers
+	p.q.addPoolWorkers(p.cfg.Workers)
+	for range p.cfg.Workers {
+		go p.worker()
+	}
+}
+
+// Shutdown stops intake by closing the queue, lets the workers drain what is
+// waiting, and returns once they have all exited (abandoned == nil, err ==
+// nil). If ctx ends first it stops the workers from taking more, cancels the
+// contexts of running tasks, and returns every item still waiting as
+// abandoned together with ctx.Err(); workers then exit as soon as their
+// current task returns (Done reports when). Items not in abandoned were, or
+// are being, handed to Run. Shutdown before Start abandons everything.
+// Calling it again waits again.
+func (p *Pool[T]) Shutdown(ctx context.Context) (abandoned []Item[T], err error) {
+	p.mu.Lock()
+	first := !p.shutting
+	p.shutting = true
+	started := p.started
+	p.mu.Unlock()
+	_ = p.q.Close()
+	if !started {
+		if first {
+			abandoned = p.q.drain()
+			p.cancelBase()
+			p.cancelPop()
+			close(p.done)
+		}
+		return abandoned, nil
+	}
+	select {
+	case <-p.done:
+		return nil, nil
+	case <-ctx.Done():
+		p.stop.Store(true)
+		p.cancelPop()
+		p.cancelBase()
+		return p.q.drain(), ctx.Err()
+	}
+}
+
+// Done returns a channel closed when every worker has exited (after
+// Shutdown).
+func (p *Pool[T]) Done() <-chan struct{} { return p.done }
+
+// Stats returns the pool's counters.
+func (p *Pool[T]) Stats() PoolStats {
+	return PoolStats{Ran: p.ran.Load(), Failed: p.failed.Load(), Panics: p.panics.Load(), Busy: int(p.busy.Load())}
+}
+
+func (p *Pool[T]) worker() {
+	defer p.exit()
+	w := &waiter{ch: make(chan struct{}, 1)}
+	tc := &taskCtx{parent: p.base, clock: p.q.clock}
+	svc := int64(-1)
+	for {
+		it, start, err := p.q.pop(p.popCtx, w, svc, &p.stop)
+		if err != nil {
+			return
+		}
+		svc = p.run(tc, it, start)
+		if !tc.finish() {
+			tc = &taskCtx{parent: p.base, clock: p.q.clock}
+		}
+	}
+}
+
+func (p *Pool[T]) exit() {
+	p.q.addPoolWorkers(-1)
+	p.mu.Lock()
+	p.live--
+	last := p.live == 0
+	p.mu.Unlock()
+	if last {
+		p.cancelBase()
+		p.cancelPop()
+		close(p.done)
+	}
+}
+
+// run executes one task and returns its service time in nanoseconds.
+func (p *Pool[T]) run(tc *taskCtx, it Item[T], start int64) int64 {
+	switch {
+	case p.cfg.TaskTimeout > 0:
+		tc.deadline = time.Unix(0, start+int64(p.cfg.TaskTimeout))
+	case it.Deadline.UnixNano() > start:
+		tc.deadline = it.Deadline
+	default:
+		tc.deadline = time.Unix(0, start+p.q.tiers[it.Tier].maxWait)
+	}
+	p.busy.Add(1)
+	if m := p.m; m != nil {
+		m.busy.Inc()
+	}
+	err, panicked := p.call(tc, it)
+	p.busy.Add(-1)
+	p.ran.Add(1)
+	m := p.m
+	if m != nil {
+		m.busy.Dec()
+	}
+	switch {
+	case panicked:
+		if m != nil {
+			m.panicked.Inc()
+			m.panics.Inc()
+		}
+	case err != nil:
+		p.failed.Add(1)
+		if m != nil {
+			m.failed.Inc()
+		}
+		if p.cfg.OnError != nil {
+			p.cfg.OnError(it, err)
+		}
+	default:
+		if m != nil {
+			m.ok.Inc()
+		}
+	}
+	return p.q.clock.Now().UnixNano() - start
+}
+
+// errPanicked marks a recovered panic internally.
+var errPanicked = errors.New("queue: task panicked")
+
+func (p *Pool[T]) call(tc *taskCtx, it Item[T]) (err error, panicked bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.panics.Add(1)
+			err, panicked = errPanicked, true
+			if p.cfg.OnPanic != nil {
+				p.cfg.OnPanic(it, r)
+			}
+		}
+	}()
+	return p.cfg.Run(tc, it), false
+}

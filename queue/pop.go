@@ -1,0 +1,290 @@
+package queue
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+)
+
+// event is a deadline action whose callback must run outside the lock.
+type event struct {
+	kind Action
+	item Item[any]
+}
+
+type takeResult[T any] struct {
+	item   Item[T]
+	ok     bool
+	ev     event
+	hasEv  bool
+	wake   *waiter // a PushWait caller to release
+	waitNs int64
+}
+
+// takeLocked hands out the next item by quota and EDF, applying deadline
+// actions to expired fronts first. It returns early with an event when a
+// callback must run (the caller dispatches it and calls again).
+func (q *Queue[T]) takeLocked(now int64) (r takeResult[T]) {
+	for {
+		ti := q.pickLocked()
+		if ti < 0 {
+			return r
+		}
+		t := &q.tiers[ti]
+		idx := t.at(0)
+		n := &q.nodes[idx]
+		if n.dl < now && !n.escalated {
+			ev, hasEv, handOut := q.expireLocked(ti, 0, idx, now)
+			if !handOut {
+				if hasEv {
+					r.ev, r.hasEv = ev, true
+					r.wake = q.nextSpaceWaiterLocked(ti)
+					return r
+				}
+				continue
+			}
+			r.ev, r.hasEv = ev, hasEv
+		}
+		// Charge the tier's quota and hand the front out.
+		q.vt = t.pass
+		t.pass += t.stride
+		r.item = q.itemLocked(idx)
+		r.ok = true
+		r.waitNs = now - n.enq
+		q.removeLocked(ti, 0)
+		t.stats.Popped++
+		q.freeLocked(idx)
+		if m := q.m; m != nil {
+			m.wait[ti].Observe(float64(r.waitNs) / 1e9)
+		}
+		q.positionsChangedLocked()
+		r.wake = q.nextSpaceWaiterLocked(ti)
+		return r
+	}
+}
+
+// expireLocked applies tier ti's deadline action to the expired node idx at
+// rank pos. handOut reports that the node stays (escalated) at its place.
+func (q *Queue[T]) expireLocked(ti, pos int, idx int32, now int64) (ev event, hasEv, handOut bool) {
+	t := &q.tiers[ti]
+	n := &q.nodes[idx]
+	action := t.cfg.OnDeadline
+	if action == RetryOnce && n.retried {
+		action = Drop
+	}
+	switch action {
+	case Escalate:
+		n.escalated = true
+		t.stats.Escalated++
+		q.m.action(ti, Escalate)
+		if q.cfg.OnEscalate != nil {
+			ev, hasEv = event{kind: Escalate, item: anyItem(q.itemLocked(idx))}, true
+		}
+		return ev, hasEv, true
+	case RetryOnce:
+		n.retried = true
+		n.dl = now + t.maxWait
+		t.stats.Retried++
+		q.m.action(ti, RetryOnce)
+		q.removeLocked(ti, pos)
+		q.count++ // removeLocked counted a departure; the item stays
+		q.insertLocked(ti, idx)
+		if q.cfg.EagerDeadlines && (!q.dlArmed || n.dl < q.dlArmedAt) {
+			q.armDeadlineLocked(n.dl, now)
+		}
+		q.positionsChangedLocked()
+		return ev, false, false
+	default: // Drop
+		t.stats.Dropped++
+		q.m.action(ti, Drop)
+		if q.cfg.OnDrop != nil {
+			ev, hasEv = event{kind: Drop, item: anyItem(q.itemLocked(idx))}, true
+		}
+		q.removeLocked(ti, pos)
+		q.freeLocked(idx)
+		q.positionsChangedLocked()
+		return ev, hasEv, false
+	}
+}
+
+func anyItem[T any](it Item[T]) Item[any] {
+	return Item[any]{ID: it.ID, Tier: it.Tier, Value: it.Value, Enqueued: it.Enqueued,
+		Deadline: it.Deadline, Retried: it.Retried, Escalated: it.Escalated, seq: it.seq}
+}
+
+func (q *Queue[T]) dispatch(ev event) {
+	switch ev.kind {
+	case Escalate:
+		q.cfg.OnEscalate(ev.item)
+	case Drop:
+		q.cfg.OnDrop(ev.item)
+	}
+}
+
+// TryPop hands out the next item without blocking; ok is false when the queue
+// is empty. Deadline actions for expired items are applied first (their
+// callbacks run on the calling goroutine). It allocates nothing in steady
+// state unless a deadline callback fires.
+func (q *Queue[T]) TryPop() (Item[T], bool) {
+	for {
+		now := q.clock.Now().UnixNano()
+		q.mu.Lock()
+		r := q.takeLocked(now)
+		q.mu.Unlock()
+		r.wake.wake()
+		if r.hasEv {
+			q.dispatch(r.ev)
+		}
+		if r.ok {
+			return r.item, true
+		}
+		if !r.hasEv {
+			return Item[T]{}, false
+		}
+	}
+}
+
+// Pop blocks until an item is available and hands it out by quota and EDF,
+// applying deadline actions before handing anything out. It returns ctx.Err()
+// when ctx is done first, and ErrClosed once the queue is closed and empty.
+// A parked Pop costs no CPU; it allocates nothing in steady state.
+func (q *Queue[T]) Pop(ctx context.Context) (Item[T], error) {
+	w := waiterPool.Get().(*waiter)
+	it, _, err := q.pop(ctx, w, -1, nil)
+	waiterPool.Put(w)
+	return it, err
+}
+
+// pop is Pop with a caller-owned waiter, an optional service time to record
+// (svc >= 0) under the same lock, and an optional stop flag (Pool shutdown).
+// It also returns the time the item was taken.
+func (q *Queue[T]) pop(ctx context.Context, w *waiter, svc int64, stop *atomic.Bool) (Item[T], int64, error) {
+	for {
+		now := q.clock.Now().UnixNano()
+		q.mu.Lock()
+		if svc >= 0 {
+			q.recordServiceLocked(svc)
+			svc = -1
+		}
+		if stop != nil && stop.Load() {
+			q.mu.Unlock()
+			return Item[T]{}, 0, context.Canceled
+		}
+		r := q.takeLocked(now)
+		if r.ok || r.hasEv {
+			q.mu.Unlock()
+			r.wake.wake()
+			if r.hasEv {
+				q.dispatch(r.ev)
+			}
+			if r.ok {
+				return r.item, now, nil
+			}
+			continue
+		}
+		if q.closed {
+			q.mu.Unlock()
+			return Item[T]{}, 0, ErrClosed
+		}
+		if err := ctx.Err(); err != nil {
+			q.mu.Unlock()
+			return Item[T]{}, 0, err
+		}
+		w.queued = true
+		q.popWaiters = append(q.popWaiters, w)
+		q.mu.Unlock()
+		select {
+		case <-w.ch:
+		case <-ctx.Done():
+			q.mu.Lock()
+			if w.queued {
+				removeWaiter(&q.popWaiters, w)
+				q.mu.Unlock()
+			} else {
+				// Woken concurrently with cancellation: pass the wake-up on.
+				var next *waiter
+				if q.count > 0 && len(q.popWaiters) > 0 {
+					next = q.popWaiters[len(q.popWaiters)-1]
+					q.popWaiters = q.popWaiters[:len(q.popWaiters)-1]
+					next.queued = false
+				}
+				q.mu.Unlock()
+				next.wake()
+			}
+			select {
+			case <-w.ch:
+			default:
+			}
+			return Item[T]{}, 0, ctx.Err()
+		}
+	}
+}
+
+// armDeadlineLocked (re)arms the eager deadline timer for absolute time at.
+func (q *Queue[T]) armDeadlineLocked(at, now int64) {
+	if q.closed {
+		return
+	}
+	d := time.Duration(at - now)
+	if d < 0 {
+		d = 0
+	}
+	d += time.Nanosecond // fire strictly after the deadline
+	q.dlArmed, q.dlArmedAt = true, at
+	if q.dlTimer == nil {
+		q.dlTimer = q.clock.AfterFunc(d, q.onDeadlineTimer)
+	} else {
+		q.dlTimer.Reset(d)
+	}
+}
+
+// onDeadlineTimer applies deadline actions to every expired item (eager
+// mode), then re-arms for the next deadline.
+func (q *Queue[T]) onDeadlineTimer() {
+	now := q.clock.Now().UnixNano()
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return
+	}
+	q.dlArmed = false
+	var evs []event
+	var wake []*waiter
+	next := int64(0)
+	for ti := range q.tiers {
+		t := &q.tiers[ti]
+		for pos := 0; pos < t.len(); {
+			idx := t.at(pos)
+			n := &q.nodes[idx]
+			if n.escalated {
+				pos++
+				continue
+			}
+			if n.dl >= now {
+				if next == 0 || n.dl < next {
+					next = n.dl
+				}
+				break
+			}
+			ev, hasEv, stays := q.expireLocked(ti, pos, idx, now)
+			if hasEv {
+				evs = append(evs, ev)
+			}
+			if stays {
+				pos++
+			} else if w := q.nextSpaceWaiterLocked(ti); w != nil {
+				wake = append(wake, w)
+			}
+		}
+	}
+	if next != 0 && (!q.dlArmed || next < q.dlArmedAt) {
+		q.armDeadlineLocked(next, now)
+	}
+	q.mu.Unlock()
+	for _, w := range wake {
+		w.wake()
+	}
+	for _, ev := range evs {
+		q.dispatch(ev)
+	}
+}
