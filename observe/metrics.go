@@ -3,6 +3,7 @@ package observe
 import (
 	"errors"
 	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,15 @@ var nameRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 
 func validName(s string) bool { return nameRE.MatchString(s) }
 
+// checkName panics unless subsystem (may be empty) and name are classic
+// Prometheus name parts. client_golang accepts UTF-8 names, but Switchboard
+// keeps every metric queryable without quoting.
+func checkName(subsystem, name string) {
+	if (subsystem != "" && !validName(subsystem)) || !validName(name) {
+		panic("observe: invalid metric name part: subsystem " + strconv.Quote(subsystem) + ", name " + strconv.Quote(name))
+	}
+}
+
 // Counter returns a counter vector named namespace_subsystem_name with the
 // given label names, registering it on first use. Asking again for the same
 // name returns the already registered vector, so several component instances
@@ -32,6 +42,7 @@ func (o *Observer) Counter(subsystem, name, help string, labels ...string) *prom
 	if o == nil {
 		return nil
 	}
+	checkName(subsystem, name)
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: o.namespace, Subsystem: subsystem, Name: name, Help: help}, labels)
 	return mustRegister(o.reg, c)
 }
@@ -41,6 +52,7 @@ func (o *Observer) Gauge(subsystem, name, help string, labels ...string) *promet
 	if o == nil {
 		return nil
 	}
+	checkName(subsystem, name)
 	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: o.namespace, Subsystem: subsystem, Name: name, Help: help}, labels)
 	return mustRegister(o.reg, g)
 }
@@ -51,6 +63,7 @@ func (o *Observer) GaugeFunc(subsystem, name, help string, fn func() float64) {
 	if o == nil {
 		return
 	}
+	checkName(subsystem, name)
 	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: o.namespace, Subsystem: subsystem, Name: name, Help: help}, fn)
 	mustRegister(o.reg, g)
 }
@@ -64,6 +77,7 @@ func (o *Observer) Histogram(subsystem, name, help string, buckets []float64, la
 	if buckets == nil {
 		buckets = LatencyBuckets
 	}
+	checkName(subsystem, name)
 	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: o.namespace, Subsystem: subsystem, Name: name, Help: help, Buckets: buckets}, labels)
 	return mustRegister(o.reg, h)
 }

@@ -180,7 +180,7 @@ func (st *samplerState) keep(level slog.Level, msg string, t time.Time) bool {
 		} else if t.IsZero() {
 			t = time.Now()
 		}
-		if st.firstInWindow(&ls.slots[maphash.String(st.seed, msg)&(firstNSlots-1)], t.Unix()) {
+		if st.firstInWindow(&ls.slots[hashSlot(st.seed, msg)], t.Unix()) {
 			return true
 		}
 	}
@@ -199,6 +199,11 @@ func (st *samplerState) keep(level slog.Level, msg string, t time.Time) bool {
 	return false
 }
 
+// hashSlot maps a message text to its first-N counter.
+func hashSlot(seed maphash.Seed, msg string) uint64 {
+	return maphash.String(seed, msg) & (firstNSlots - 1)
+}
+
 // firstInWindow counts one record in slot for the second sec and reports
 // whether it is among the first firstN of that second. A record stamped with
 // an older second than the slot's window counts against the current window.
@@ -212,6 +217,11 @@ func (st *samplerState) firstInWindow(slot *atomic.Uint64, sec int64) bool {
 				return st.firstN >= 1
 			}
 			continue // another record moved the window; re-read
+		}
+		if v&math.MaxUint32 >= st.firstN {
+			// Budget already spent this second: read-only, so a hot
+			// message does not bounce the cache line between cores.
+			return false
 		}
 		return (slot.Add(1) & math.MaxUint32) <= st.firstN
 	}
