@@ -1,0 +1,312 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/switchboard-go/switchboard/observe"
+)
+
+// Documented defaults for the zero values of Config.
+const (
+	DefaultPath             = "/ws"
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultWriteTimeout     = 15 * time.Second
+	DefaultIdleTimeout      = 60 * time.Second
+	DefaultPingInterval     = 25 * time.Second
+	DefaultMaxMessageSize   = 64 << 10
+	DefaultMaxOutgoingBytes = 1 << 20
+	DefaultHandlerWorkers   = 256
+	DefaultHandlerQueue     = 16384
+	DefaultDrainBatch       = 1000
+	DefaultDrainInterval    = 50 * time.Millisecond
+	DefaultCloseGracePeriod = 2 * time.Second
+)
+
+// Role is the kind of participant behind a connection. The three constants
+// are the roles Switchboard's other packages know; any other string is
+// allowed and counted separately by Gateway.Count.
+type Role string
+
+// Well-known roles.
+const (
+	RoleCustomer   Role = "customer"
+	RoleAgent      Role = "agent"
+	RoleSupervisor Role = "supervisor"
+)
+
+// Identity is who is behind a connection, as returned by Config.Authenticate.
+// It is stored by value in the Conn and must not be modified afterwards
+// (Attrs is shared, not copied).
+type Identity struct {
+	// UserID keys the per-user registry (SendToUser, UserConns). Empty for
+	// anonymous connections; anonymous connections are not indexed by user.
+	UserID string
+	// Role of the participant.
+	Role Role
+	// Attrs carries free-form attributes such as "tier": "vip".
+	Attrs map[string]string
+}
+
+// MessageType is the type of a WebSocket data message.
+type MessageType int
+
+// Data message types (the RFC 6455 opcodes).
+const (
+	TextMessage   MessageType = 1
+	BinaryMessage MessageType = 2
+)
+
+// String returns "text", "binary" or "MessageType(n)".
+func (t MessageType) String() string {
+	switch t {
+	case TextMessage:
+		return "text"
+	case BinaryMessage:
+		return "binary"
+	}
+	return fmt.Sprintf("MessageType(%d)", int(t))
+}
+
+// RatePolicy is what happens to a message over the per-connection rate limit.
+type RatePolicy int
+
+const (
+	// RateClose closes the connection with 1008 (the default).
+	RateClose RatePolicy = iota
+	// RateDrop drops the message, counts it in rate_limited_total{action="drop"}
+	// and calls RateLimit.OnDrop; the connection stays open.
+	RateDrop
+)
+
+// RateLimit is a per-connection token bucket over incoming data messages
+// (pings, pongs and close frames are not counted). The zero value disables
+// it.
+type RateLimit struct {
+	// PerSecond is the sustained rate of messages per second; 0 disables the limit.
+	PerSecond float64
+	// Burst is the bucket size; 0 means max(1, ceil(PerSecond)).
+	Burst int
+	// Policy selects close (1008, default) or drop-and-report.
+	Policy RatePolicy
+	// OnDrop, when set with Policy RateDrop, is called on the handler
+	// executor (in the connection's order) for every dropped message.
+	OnDrop func(c *Conn)
+}
+
+// Config configures a Gateway. Zero values mean the documented defaults.
+type Config struct {
+	// Name labels this gateway's readiness check ("gateway" when empty) and
+	// nbio's engine name.
+	Name string
+	// Addrs are the listeners started by Start, e.g. "127.0.0.1:0". Empty
+	// means mount-only: connections arrive through ServeHTTP.
+	Addrs []string
+	// Path is the WebSocket endpoint on the gateway's own listeners.
+	// Default "/ws". Every other path goes to Handler.
+	Path string
+	// Handler serves the host's other routes (pages, REST) on the gateway's
+	// own listeners. nil answers 404. It runs on the handler executor.
+	Handler http.Handler
+	// TLSConfig, when set, makes the own listeners serve TLS (wss/https).
+	TLSConfig *tls.Config
+
+	// Authenticate runs before the upgrade. nil means every connection gets
+	// the anonymous Identity{}. An error answers 401, or 403 when
+	// errors.Is(err, ErrForbidden); the connection is not upgraded.
+	Authenticate func(r *http.Request) (Identity, error)
+	// AllowedOrigins lists the Origin values browsers may connect from,
+	// compared case-insensitively; "*" allows any origin and a leading
+	// "*." (e.g. "https://*.example.com") allows subdomains. Empty allows
+	// requests without an Origin header and same-origin requests only.
+	AllowedOrigins []string
+	// Subprotocols the server supports, in order of preference; the first
+	// one the client also offers is selected (Conn.Subprotocol).
+	Subprotocols []string
+
+	// HandshakeTimeout bounds the time from TCP accept to a complete HTTP
+	// request on the own listeners (slowloris); it is also the keep-alive
+	// idle time of plain HTTP connections. Default 10s.
+	HandshakeTimeout time.Duration
+	// WriteTimeout closes a connection (4001) whose queued outgoing bytes
+	// made no progress for this long. Default 15s.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a connection (4000) that sent no frame, pongs
+	// included, for this long. Default 60s. Must exceed PingInterval.
+	IdleTimeout time.Duration
+	// PingInterval is how long a connection may stay silent before the
+	// server pings it. Default 25s.
+	PingInterval time.Duration
+	// SweepInterval is the period of the sweeper that sends pings and
+	// enforces IdleTimeout and WriteTimeout; it bounds their precision.
+	// Default min(PingInterval, IdleTimeout, WriteTimeout)/4, at least 10ms
+	// and at most 1s.
+	SweepInterval time.Duration
+	// CloseGracePeriod is how long the gateway waits for the peer's close
+	// frame after sending its own before dropping TCP. Default 2s.
+	CloseGracePeriod time.Duration
+
+	// MaxConns caps open WebSocket connections; more are refused with 503
+	// before upgrading. 0 means unlimited.
+	MaxConns int
+	// MaxMessageSize is the largest incoming message in bytes; a larger one
+	// closes the connection with 1009. Default 64 KiB; -1 means unlimited.
+	MaxMessageSize int64
+	// MaxOutgoingBytes caps the bytes queued for one connection; a write
+	// that would exceed it closes the connection with 4008. Default 1 MiB;
+	// -1 means unlimited.
+	MaxOutgoingBytes int
+	// RateLimit limits incoming messages per connection. Zero: no limit.
+	RateLimit RateLimit
+
+	// OnOpen runs after the upgrade, before any OnMessage of the connection.
+	OnOpen func(c *Conn)
+	// OnMessage runs for every data message, in order per connection. data
+	// is valid only during the call (copy it to keep it); text messages are
+	// valid UTF-8.
+	OnMessage func(c *Conn, typ MessageType, data []byte)
+	// OnClose runs once per opened connection, after its last OnMessage,
+	// with the close code (see the package doc) and reason.
+	OnClose func(c *Conn, code int, reason string)
+
+	// HandlerWorkers is the number of executor goroutines running handlers
+	// and HTTP requests. Default 256.
+	HandlerWorkers int
+	// HandlerQueue is the executor's queue length; when it is full the
+	// event loop waits (back-pressure). Default 16384.
+	HandlerQueue int
+	// Pollers is the number of nbio event loops. Default: nbio's
+	// (NumCPU/4, at least 1).
+	Pollers int
+	// DrainBatch is how many connections Shutdown closes per
+	// DrainInterval. Default 1000.
+	DrainBatch int
+	// DrainInterval is the pause between drain batches. Default 50ms.
+	DrainInterval time.Duration
+
+	// Observer receives metrics, logs and the readiness check; nil is off.
+	Observer *observe.Observer
+	// Clock is the time source of the sweeper and rate limiter; nil means
+	// the real clock. Tests pass a fake.
+	Clock Clock
+}
+
+// ErrInvalidConfig is wrapped by New's errors, which name the bad field.
+var ErrInvalidConfig = errors.New("gateway: invalid config")
+
+func invalid(field, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, args...))
+}
+
+// withDefaults validates cfg and returns it with defaults filled in.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.Name == "" {
+		cfg.Name = "gateway"
+	}
+	if cfg.Path == "" {
+		cfg.Path = DefaultPath
+	}
+	if !strings.HasPrefix(cfg.Path, "/") {
+		return cfg, invalid("Path", "%q must start with /", cfg.Path)
+	}
+	type dur struct {
+		name string
+		p    *time.Duration
+		def  time.Duration
+	}
+	for _, d := range []dur{
+		{"HandshakeTimeout", &cfg.HandshakeTimeout, DefaultHandshakeTimeout},
+		{"WriteTimeout", &cfg.WriteTimeout, DefaultWriteTimeout},
+		{"IdleTimeout", &cfg.IdleTimeout, DefaultIdleTimeout},
+		{"PingInterval", &cfg.PingInterval, DefaultPingInterval},
+		{"CloseGracePeriod", &cfg.CloseGracePeriod, DefaultCloseGracePeriod},
+		{"DrainInterval", &cfg.DrainInterval, DefaultDrainInterval},
+	} {
+		if *d.p < 0 {
+			return cfg, invalid(d.name, "negative duration %v", *d.p)
+		}
+		if *d.p == 0 {
+			*d.p = d.def
+		}
+	}
+	if cfg.IdleTimeout <= cfg.PingInterval {
+		return cfg, invalid("IdleTimeout", "%v must exceed PingInterval %v", cfg.IdleTimeout, cfg.PingInterval)
+	}
+	if cfg.SweepInterval < 0 {
+		return cfg, invalid("SweepInterval", "negative duration %v", cfg.SweepInterval)
+	}
+	if cfg.SweepInterval == 0 {
+		s := min(cfg.PingInterval, cfg.IdleTimeout, cfg.WriteTimeout) / 4
+		cfg.SweepInterval = max(min(s, time.Second), 10*time.Millisecond)
+	}
+	if cfg.MaxConns < 0 {
+		return cfg, invalid("MaxConns", "negative %d", cfg.MaxConns)
+	}
+	switch {
+	case cfg.MaxMessageSize == 0:
+		cfg.MaxMessageSize = DefaultMaxMessageSize
+	case cfg.MaxMessageSize < -1:
+		return cfg, invalid("MaxMessageSize", "%d (use -1 for unlimited)", cfg.MaxMessageSize)
+	case cfg.MaxMessageSize > 1<<31-1:
+		return cfg, invalid("MaxMessageSize", "%d exceeds 2 GiB", cfg.MaxMessageSize)
+	}
+	switch {
+	case cfg.MaxOutgoingBytes == 0:
+		cfg.MaxOutgoingBytes = DefaultMaxOutgoingBytes
+	case cfg.MaxOutgoingBytes < -1:
+		return cfg, invalid("MaxOutgoingBytes", "%d (use -1 for unlimited)", cfg.MaxOutgoingBytes)
+	}
+	if cfg.RateLimit.PerSecond < 0 {
+		return cfg, invalid("RateLimit.PerSecond", "negative %v", cfg.RateLimit.PerSecond)
+	}
+	if cfg.RateLimit.Burst < 0 {
+		return cfg, invalid("RateLimit.Burst", "negative %d", cfg.RateLimit.Burst)
+	}
+	if cfg.RateLimit.PerSecond > 0 && cfg.RateLimit.Burst == 0 {
+		b := int(cfg.RateLimit.PerSecond)
+		if float64(b) < cfg.RateLimit.PerSecond {
+			b++
+		}
+		cfg.RateLimit.Burst = max(b, 1)
+	}
+	if cfg.RateLimit.Policy != RateClose && cfg.RateLimit.Policy != RateDrop {
+		return cfg, invalid("RateLimit.Policy", "unknown policy %d", cfg.RateLimit.Policy)
+	}
+	for _, p := range []struct {
+		name string
+		p    *int
+		def  int
+	}{
+		{"HandlerWorkers", &cfg.HandlerWorkers, DefaultHandlerWorkers},
+		{"HandlerQueue", &cfg.HandlerQueue, DefaultHandlerQueue},
+		{"DrainBatch", &cfg.DrainBatch, DefaultDrainBatch},
+	} {
+		if *p.p < 0 {
+			return cfg, invalid(p.name, "negative %d", *p.p)
+		}
+		if *p.p == 0 {
+			*p.p = p.def
+		}
+	}
+	if cfg.Pollers < 0 {
+		return cfg, invalid("Pollers", "negative %d", cfg.Pollers)
+	}
+	for _, o := range cfg.AllowedOrigins {
+		if o == "" {
+			return cfg, invalid("AllowedOrigins", "empty origin")
+		}
+	}
+	for _, s := range cfg.Subprotocols {
+		if s == "" || strings.ContainsAny(s, ", \t") {
+			return cfg, invalid("Subprotocols", "%q is not a token", s)
+		}
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = realClock{}
+	}
+	return cfg, nil
+}

@@ -1,0 +1,342 @@
+package gateway
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/mempool"
+	"github.com/lesismal/nbio/nbhttp/websocket"
+)
+
+// Close codes sent to peers and reported to Config.OnClose; see the package
+// documentation for when each is used.
+const (
+	CloseNormal          = 1000
+	CloseGoingAway       = 1001
+	CloseProtocolError   = 1002
+	CloseNoStatus        = 1005
+	CloseAbnormal        = 1006
+	CloseInvalidPayload  = 1007
+	ClosePolicyViolation = 1008
+	CloseMessageTooBig   = 1009
+	CloseInternalError   = 1011
+	CloseIdleTimeout     = 4000
+	CloseWriteTimeout    = 4001
+	CloseSlowConsumer    = 4008
+)
+
+// Sentinel errors.
+var (
+	// ErrClosed is returned by writes and Close on a closed or closing connection.
+	ErrClosed = errors.New("gateway: connection closed")
+	// ErrSlowConsumer is returned by a write that would exceed
+	// Config.MaxOutgoingBytes; the connection is closed with 4008.
+	ErrSlowConsumer = errors.New("gateway: slow consumer")
+	// ErrForbidden, wrapped by an Authenticate error, answers 403 instead of 401.
+	ErrForbidden = errors.New("gateway: forbidden")
+	// ErrNotStarted is answered (503) by ServeHTTP before Start.
+	ErrNotStarted = errors.New("gateway: not started")
+	// ErrMessageType is returned for a MessageType other than Text or Binary.
+	ErrMessageType = errors.New("gateway: invalid message type")
+	// ErrCloseCode is returned by Conn.Close for a code a server may not send.
+	ErrCloseCode = errors.New("gateway: invalid close code")
+)
+
+const (
+	stateOpen int32 = iota
+	stateClosing
+	stateClosed
+)
+
+// Conn is one upgraded WebSocket connection. All methods are safe for
+// concurrent use. A Conn is valid after it closes (its methods then return
+// ErrClosed), but the gateway forgets it.
+type Conn struct {
+	g           *Gateway
+	id          uint64
+	ident       Identity
+	ws          *websocket.Conn
+	w           net.Conn   // where frames are written: the nbio conn, or the TLS conn over it
+	nbc         *nbio.Conn // the socket in nbio's poller
+	subprotocol string
+	mounted     bool // arrived through ServeHTTP from net/http: see openMu
+
+	state        atomic.Int32
+	queued       atomic.Int64 // bytes handed to nbio and not yet written to the kernel
+	lastRead     atomic.Int64 // coarse unix nanos of the last frame received
+	lastPing     atomic.Int64 // coarse unix nanos of the last ping sent
+	lastProgress atomic.Int64 // coarse unix nanos of the last write progress
+
+	// openMu is held while OnOpen runs for mounted connections, whose reads
+	// start on nbio's pollers before the net/http goroutine finishes the
+	// upgrade; handler jobs wait on it so OnOpen always runs first.
+	openMu sync.Mutex
+
+	mu          sync.Mutex // guards the fields below
+	ctx         context.Context
+	cancel      context.CancelFunc
+	closeCode   int
+	closeReason string
+
+	// Rate limiter state; only touched by the connection's handler jobs,
+	// which nbio runs one at a time.
+	tokens   float64
+	tokensAt int64
+}
+
+// ID returns the connection's process-unique ID (never 0).
+func (c *Conn) ID() uint64 { return c.id }
+
+// Identity returns the identity Authenticate gave the connection.
+func (c *Conn) Identity() Identity { return c.ident }
+
+// Subprotocol returns the negotiated subprotocol, or "".
+func (c *Conn) Subprotocol() string { return c.subprotocol }
+
+// RemoteAddr returns the peer's address.
+func (c *Conn) RemoteAddr() net.Addr { return c.nbc.RemoteAddr() }
+
+// LocalAddr returns the gateway's address of the connection.
+func (c *Conn) LocalAddr() net.Addr { return c.nbc.LocalAddr() }
+
+var closedCtx = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// Context returns a context cancelled when the connection closes (before
+// OnClose runs), for work the host starts on the connection's behalf. It is
+// created on first use, so idle connections whose context nobody asked for
+// carry none.
+func (c *Conn) Context() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctx == nil {
+		if c.state.Load() == stateClosed {
+			return closedCtx
+		}
+		c.ctx, c.cancel = context.WithCancel(context.Background())
+	}
+	return c.ctx
+}
+
+// Open reports whether the connection is open (not closing or closed).
+func (c *Conn) Open() bool { return c.state.Load() == stateOpen }
+
+// Buffered returns the outgoing bytes queued for the connection and not yet
+// accepted by the kernel.
+func (c *Conn) Buffered() int { return int(max(c.queued.Load(), 0)) }
+
+// Send queues one data message. It never blocks and does not retain data.
+// It returns ErrClosed on a closing or closed connection, and
+// ErrSlowConsumer when the message would exceed Config.MaxOutgoingBytes, in
+// which case the connection is closed with CloseSlowConsumer. Sending is
+// allocation-free in the steady state (frames are built in pooled buffers).
+func (c *Conn) Send(typ MessageType, data []byte) error {
+	if typ != TextMessage && typ != BinaryMessage {
+		return ErrMessageType
+	}
+	if c.state.Load() != stateOpen {
+		return ErrClosed
+	}
+	pbuf := mempool.Malloc(frameHeaderLen(len(data)) + len(data))
+	n := putFrameHeader(*pbuf, byte(typ), len(data))
+	copy((*pbuf)[n:], data)
+	err := c.write(*pbuf, false)
+	mempool.Free(pbuf)
+	return c.afterWrite(err)
+}
+
+// SendPrepared queues a prepared message; like Send, but the frame bytes
+// are shared, not copied (unless the kernel does not take them at once).
+func (c *Conn) SendPrepared(pm *PreparedMessage) error {
+	if c.state.Load() != stateOpen {
+		return ErrClosed
+	}
+	return c.afterWrite(c.write(pm.frame, false))
+}
+
+func (c *Conn) afterWrite(err error) error {
+	if err == errSlow {
+		c.fail(CloseSlowConsumer, "slow consumer")
+		return ErrSlowConsumer
+	}
+	return err
+}
+
+var errSlow = errors.New("gateway: outgoing buffer full")
+
+// write hands one complete frame to nbio. Control frames (ctl) skip the cap
+// so a close frame can still be queued. It returns errSlow without closing.
+func (c *Conn) write(frame []byte, ctl bool) error {
+	n := int64(len(frame))
+	g := c.g
+	q := c.queued.Load()
+	if !ctl && g.maxOut > 0 && q+n > g.maxOut {
+		return errSlow
+	}
+	if q <= 0 {
+		c.lastProgress.Store(g.now.Load())
+	}
+	c.queued.Add(n)
+	if _, err := c.w.Write(frame); err != nil {
+		return ErrClosed
+	}
+	if m := g.m; m != nil && !ctl {
+		m.msgsOut.Inc()
+		m.bytesOut.Add(float64(n))
+	}
+	return nil
+}
+
+// written is nbio's report that n queued bytes reached the kernel.
+func (c *Conn) written(n int) {
+	if q := c.queued.Add(-int64(n)); q < 0 {
+		// Bytes nbio wrote on its own (handshake, its 1009 close) were never
+		// counted; do not let them loosen the cap.
+		c.queued.CompareAndSwap(q, 0)
+	}
+	c.lastProgress.Store(c.g.now.Load())
+}
+
+// Close starts the closing handshake with code and reason (truncated to
+// 123 bytes): it sends the close frame, stops delivering messages to
+// OnMessage, and drops the TCP connection when the peer answers or after
+// Config.CloseGracePeriod. code must be 1000, 1001, 1008, 1011 or in
+// 3000-4999. Close does not block; OnClose runs later on the executor.
+// It returns ErrClosed if the connection is already closing.
+func (c *Conn) Close(code int, reason string) error {
+	if !validServerCloseCode(code) {
+		return ErrCloseCode
+	}
+	if !c.closeWith(code, reason, false) {
+		return ErrClosed
+	}
+	return nil
+}
+
+func validServerCloseCode(code int) bool {
+	switch code {
+	case CloseNormal, CloseGoingAway, ClosePolicyViolation, CloseInternalError,
+		CloseInvalidPayload, CloseMessageTooBig, CloseProtocolError:
+		return true
+	}
+	return code >= 3000 && code <= 4999
+}
+
+// fail closes at once, without waiting for the peer: its receive path is
+// stuck, so a close frame would not reach it anyway.
+func (c *Conn) fail(code int, reason string) {
+	if c.closeWith(code, reason, true) && code == CloseSlowConsumer && c.g.m != nil {
+		c.g.m.slow.Inc()
+	}
+}
+
+func (c *Conn) closeWith(code int, reason string, now bool) bool {
+	if !c.state.CompareAndSwap(stateOpen, stateClosing) {
+		return false
+	}
+	if len(reason) > 123 {
+		reason = reason[:123]
+		for !utf8.ValidString(reason) {
+			reason = reason[:len(reason)-1]
+		}
+	}
+	c.mu.Lock()
+	c.closeCode, c.closeReason = code, reason
+	c.mu.Unlock()
+	_ = c.writeClose(code, reason)
+	if now {
+		_ = c.nbc.Close()
+	} else {
+		_ = c.nbc.SetReadDeadline(time.Now().Add(c.g.cfg.CloseGracePeriod))
+	}
+	return true
+}
+
+func (c *Conn) writeClose(code int, reason string) error {
+	var buf [4 + 125]byte
+	n := 0
+	if code == CloseNoStatus {
+		n = putFrameHeader(buf[:], 0x8, 0)
+	} else {
+		n = putFrameHeader(buf[:], 0x8, 2+len(reason))
+		binary.BigEndian.PutUint16(buf[n:], uint16(code))
+		n += 2 + copy(buf[n+2:], reason)
+	}
+	return c.write(buf[:n], true)
+}
+
+// setPeerClose records the code of a close the peer started.
+func (c *Conn) setPeerClose(code int, reason string) {
+	c.mu.Lock()
+	if c.closeCode == 0 {
+		c.closeCode, c.closeReason = code, reason
+	}
+	c.mu.Unlock()
+}
+
+func (c *Conn) touch() { c.lastRead.Store(c.g.now.Load()) }
+
+// waitOpen makes a mounted connection's handler jobs wait until OnOpen returned.
+func (c *Conn) waitOpen() {
+	if c.mounted {
+		c.openMu.Lock()
+		//lint:ignore SA2001 the lock is a barrier: OnOpen holds it while it runs
+		c.openMu.Unlock()
+	}
+}
+
+// allow takes a token from the connection's bucket.
+func (c *Conn) allow(now int64) bool {
+	rl := &c.g.cfg.RateLimit
+	burst := float64(rl.Burst)
+	if c.tokensAt == 0 {
+		c.tokens, c.tokensAt = burst, now
+	}
+	if el := now - c.tokensAt; el > 0 {
+		c.tokens = min(burst, c.tokens+float64(el)/1e9*rl.PerSecond)
+		c.tokensAt = now
+	}
+	if c.tokens < 1 {
+		return false
+	}
+	c.tokens--
+	return true
+}
+
+// frameHeaderLen is the size of an unmasked server frame header for n payload bytes.
+func frameHeaderLen(n int) int {
+	switch {
+	case n < 126:
+		return 2
+	case n <= 0xFFFF:
+		return 4
+	}
+	return 10
+}
+
+// putFrameHeader writes a final, unmasked frame header and returns its length.
+func putFrameHeader(b []byte, opcode byte, n int) int {
+	b[0] = 0x80 | opcode
+	switch {
+	case n < 126:
+		b[1] = byte(n)
+		return 2
+	case n <= 0xFFFF:
+		b[1] = 126
+		binary.BigEndian.PutUint16(b[2:], uint16(n))
+		return 4
+	}
+	b[1] = 127
+	binary.BigEndian.PutUint64(b[2:], uint64(n))
+	return 10
+}

@@ -1,0 +1,101 @@
+// Package gateway is Switchboard's WebSocket edge: it holds every customer,
+// agent and supervisor connection of a support backend on a few epoll event
+// loops (github.com/lesismal/nbio), with no goroutine per connection.
+//
+// # Model
+//
+// A Gateway owns one nbio engine, a bounded handler executor and one sweeper
+// goroutine. It can run its own listeners (Config.Addrs), serving the
+// WebSocket endpoint at Config.Path and the host's other routes
+// (Config.Handler) on the same port, or it can be mounted as an http.Handler
+// inside an existing net/http server (Gateway.ServeHTTP), in which case the
+// upgraded connection is handed over to nbio's pollers.
+//
+// The handshake runs, in order: WebSocket request validation (400/405),
+// the allowed-origins check (403), the connection cap (503), then
+// Config.Authenticate (401, or 403 when the error wraps ErrForbidden). Only
+// then is the connection upgraded. A client that opens TCP and never finishes
+// its request is closed after Config.HandshakeTimeout (own listeners; when
+// mounted, the host's http.Server timeouts apply to the handshake).
+//
+// Every connection is a *Conn with an ID, the Identity returned by
+// Authenticate and a context.Context cancelled when it closes. Connections
+// are indexed by ID and by user ID (one user may have several tabs or
+// devices). OnOpen, OnMessage and OnClose run on a bounded executor
+// (Config.HandlerWorkers goroutines), never on an event loop, and in order
+// per connection: OnOpen first, then every OnMessage in arrival order, then
+// OnClose exactly once. A panic in a handler is recovered, counted and closes
+// only that connection with 1011.
+//
+// Writes (Conn.Send, Conn.SendPrepared, Gateway.Broadcast, Gateway.SendToUser)
+// never block: a frame goes to the kernel, and what the kernel does not take
+// is queued by nbio. Each connection may have at most
+// Config.MaxOutgoingBytes queued; a write that would exceed it disconnects
+// the connection with CloseSlowConsumer instead of growing memory or slowing
+// other connections. A PreparedMessage holds the frame bytes encoded once;
+// server frames are unmasked, so the same bytes are written to every
+// connection and broadcasting allocates nothing per connection (plain TCP;
+// over TLS each connection encrypts its own copy).
+//
+// The sweeper goroutine ticks every Config.SweepInterval: it sends a ping
+// to connections idle for Config.PingInterval, closes connections that sent
+// no frame at all (pongs included) for Config.IdleTimeout — which also reaps
+// half-open peers — and closes connections whose queued bytes made no
+// progress for Config.WriteTimeout.
+//
+// Shutdown flips the readiness check registered on Config.Observer (so
+// /readyz answers 503), stops accepting, closes connections with 1001 in
+// paced batches (Config.DrainBatch every Config.DrainInterval) so clients do
+// not reconnect in a stampede, waits for handlers, then stops the engine,
+// executor and sweeper. No goroutine outlives it.
+//
+// # Close codes
+//
+// The gateway sends (and reports to OnClose) these close codes:
+//
+//	1000 CloseNormal          normal closure (peer-initiated, or Conn.Close by the host)
+//	1001 CloseGoingAway       Gateway.Shutdown is draining the gateway
+//	1002 CloseProtocolError   malformed frame (sent by nbio's frame parser)
+//	1005 CloseNoStatus        reported only: the peer's close frame carried no code
+//	1006 CloseAbnormal        reported only: TCP ended without a close frame
+//	1007 CloseInvalidPayload  a text message (or close reason) is not valid UTF-8
+//	1008 ClosePolicyViolation the per-connection message rate limit was exceeded
+//	1009 CloseMessageTooBig   a message exceeded Config.MaxMessageSize
+//	1011 CloseInternalError   a handler (OnOpen or OnMessage) panicked
+//	4000 CloseIdleTimeout     no frame (pong included) for Config.IdleTimeout
+//	4001 CloseWriteTimeout    queued outgoing bytes made no progress for Config.WriteTimeout
+//	4008 CloseSlowConsumer    outgoing queue would exceed Config.MaxOutgoingBytes
+//
+// The close frame is best effort: a peer whose receive path is stuck (4001,
+// 4008, half-open 4000) usually sees the TCP connection end instead.
+//
+// # Errors
+//
+//	ErrClosed          the connection (or gateway) is closed
+//	ErrSlowConsumer    the write would exceed Config.MaxOutgoingBytes; the connection is being closed with 4008
+//	ErrForbidden       returned (wrapped) by Authenticate to answer 403 instead of 401
+//	ErrNotStarted      ServeHTTP was called before Start
+//	ErrInvalidConfig   wrapped by New, naming the bad field
+//	ErrMessageTooLarge NewPreparedMessage was given more than 1<<62 bytes; never in practice
+//
+// # Metrics
+//
+// With a non-nil Config.Observer the gateway registers (prefix
+// switchboard_gateway_):
+//
+//	connections{role}                   gauge: open connections by role
+//	accepted_total                      counter: upgraded connections
+//	rejected_total{reason}              counter: refused handshakes (bad_request, origin, capacity, unauthorized, forbidden, draining, upgrade)
+//	messages_in_total, bytes_in_total   counters: data messages and payload bytes received
+//	messages_out_total, bytes_out_total counters: data frames and frame bytes queued for sending
+//	closes_total{code}                  counter: closed connections by close code
+//	slow_consumer_total                 counter: disconnects with 4008
+//	rate_limited_total{action}          counter: messages over the rate limit (close or drop)
+//	handler_panics_total{handler}       counter: recovered handler panics (open, message, close)
+//	handshake_seconds                   histogram: request received to upgraded and opened
+//	broadcast_seconds                   histogram: duration of Broadcast calls
+//	executor_queue                      gauge func: handler jobs waiting for a worker
+//
+// and the readiness check "gateway" (named by Config.Name when set), which
+// fails once Shutdown has started.
+package gateway

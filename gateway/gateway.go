@@ -1,0 +1,626 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	llibtls "github.com/lesismal/llib/std/crypto/tls"
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp"
+	"github.com/lesismal/nbio/nbhttp/websocket"
+)
+
+const (
+	gwNew int32 = iota
+	gwRunning
+	gwDraining
+	gwStopped
+)
+
+// ErrDraining is the readiness error once Shutdown has started.
+var ErrDraining = errors.New("gateway: draining")
+
+// Gateway holds WebSocket connections on nbio's event loops. It owns the
+// engine, the handler executor and the sweeper goroutine; Shutdown stops
+// them all. All methods are safe for concurrent use.
+type Gateway struct {
+	cfg    Config
+	maxOut int64
+	engine *nbhttp.Engine
+	up     *websocket.Upgrader
+	exec   *executor
+	reg    *registry
+	m      *metrics
+
+	nextID atomic.Uint64
+	slots  atomic.Int64 // reserved or open WebSocket connections, for MaxConns
+	now    atomic.Int64 // coarse clock (unix nanos) advanced by the sweeper
+	state  atomic.Int32
+
+	mu        sync.Mutex // guards lifecycle fields below
+	listeners []*drainListener
+	addrs     []net.Addr
+	sweepStop chan struct{}
+	sweepDone chan struct{}
+	emptied   chan struct{} // signalled when the last connection closes while draining
+	handshake sync.WaitGroup
+
+	pingFrame []byte
+}
+
+// New validates cfg (errors wrap ErrInvalidConfig and name the field) and
+// builds a stopped Gateway. It starts no goroutine; call Start.
+func New(cfg Config) (*Gateway, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{
+		cfg:       cfg,
+		reg:       newRegistry(),
+		emptied:   make(chan struct{}, 1),
+		pingFrame: []byte{0x89, 0x00},
+	}
+	if cfg.MaxOutgoingBytes > 0 {
+		g.maxOut = int64(cfg.MaxOutgoingBytes)
+	}
+	g.now.Store(cfg.Clock.Now().UnixNano())
+	g.exec = newExecutor(cfg.HandlerQueue, func(v any) {
+		cfg.Observer.Logger().Error("gateway: job panicked", "panic", v)
+	})
+	if cfg.Observer != nil {
+		g.m = newMetrics(cfg.Observer, g)
+	}
+
+	ncfg := nbhttp.Config{
+		Name:                    cfg.Name,
+		KeepaliveTime:           cfg.HandshakeTimeout,
+		NPoller:                 cfg.Pollers,
+		ServerExecutor:          g.exec.Go,
+		SupportServerOnly:       true,
+		ReleaseWebsocketPayload: true,
+		Handler:                 http.HandlerFunc(g.serveOwn),
+		Listen:                  g.listen,
+	}
+	if cfg.MaxMessageSize > 0 {
+		ncfg.ReadLimit = int(cfg.MaxMessageSize) + 64<<10
+	}
+	if cfg.TLSConfig != nil {
+		ncfg.AddrsTLS = append([]string(nil), cfg.Addrs...)
+		ncfg.TLSConfig = llibTLSConfig(cfg.TLSConfig)
+	} else {
+		ncfg.Addrs = append([]string(nil), cfg.Addrs...)
+	}
+	g.engine = nbhttp.NewEngine(ncfg)
+	// Text payloads are checked by the gateway, which answers 1007 (nbio
+	// would answer 1002).
+	g.engine.CheckUtf8 = func([]byte) bool { return true }
+	g.engine.Engine.OnWrittenSize(onWrittenSize)
+
+	up := websocket.NewUpgrader()
+	up.Engine = g.engine
+	up.KeepaliveTime = 0 // idle timeouts are the sweeper's job
+	up.HandshakeTimeout = cfg.HandshakeTimeout
+	up.MessageLengthLimit = int(max(cfg.MaxMessageSize, 0))
+	up.Subprotocols = cfg.Subprotocols
+	up.CheckOrigin = func(*http.Request) bool { return true } // checked before, see serveWS
+	up.OnMessage(g.onMessage)
+	up.OnClose(g.onClose)
+	up.SetPingHandler(g.onPing)
+	up.SetPongHandler(g.onPong)
+	up.SetCloseHandler(g.onPeerClose)
+	g.up = up
+
+	if o := cfg.Observer; o != nil {
+		o.AddReadyCheck(cfg.Name, func(context.Context) error {
+			switch g.state.Load() {
+			case gwRunning:
+				return nil
+			case gwNew:
+				return ErrNotStarted
+			}
+			return ErrDraining
+		})
+	}
+	return g, nil
+}
+
+// llibTLSConfig converts the standard TLS config to llib's fork used by
+// nbio's non-blocking TLS.
+func llibTLSConfig(c *tls.Config) *llibtls.Config {
+	certs := make([]llibtls.Certificate, len(c.Certificates))
+	for i, cert := range c.Certificates {
+		certs[i] = llibtls.Certificate{
+			Certificate: cert.Certificate,
+			PrivateKey:  cert.PrivateKey,
+			OCSPStaple:  cert.OCSPStaple,
+			Leaf:        cert.Leaf,
+		}
+	}
+	return &llibtls.Config{
+		Certificates:       certs,
+		MinVersion:         c.MinVersion,
+		MaxVersion:         c.MaxVersion,
+		NextProtos:         []string{"http/1.1"},
+		CipherSuites:       c.CipherSuites,
+		ClientAuth:         llibtls.ClientAuthType(c.ClientAuth),
+		ClientCAs:          c.ClientCAs,
+		InsecureSkipVerify: c.InsecureSkipVerify,
+	}
+}
+
+// Start starts the engine, the executor, the sweeper and the listeners in
+// Config.Addrs. It does not block. Starting twice, or after Shutdown, is an
+// error.
+func (g *Gateway) Start() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.state.Load() != gwNew {
+		return errors.New("gateway: already started")
+	}
+	g.exec.start(g.cfg.HandlerWorkers)
+	if err := g.engine.Start(); err != nil {
+		g.exec.shutdown()
+		g.state.Store(gwStopped)
+		return fmt.Errorf("gateway: start: %w", err)
+	}
+	g.sweepStop = make(chan struct{})
+	g.sweepDone = make(chan struct{})
+	go g.sweeper(g.cfg.Clock.NewTicker(g.cfg.SweepInterval))
+	g.state.Store(gwRunning)
+	return nil
+}
+
+// Addrs returns the bound addresses of the own listeners after Start, in
+// the order of Config.Addrs.
+func (g *Gateway) Addrs() []net.Addr {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]net.Addr(nil), g.addrs...)
+}
+
+// listen is nbio's Listen hook: it records the bound address and wraps the
+// listener so that Shutdown can stop accepting before the engine stops.
+func (g *Gateway) listen(network, addr string) (net.Listener, error) {
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	dl := &drainListener{Listener: ln, closed: make(chan struct{})}
+	g.listeners = append(g.listeners, dl) // under g.mu: called from Start
+	g.addrs = append(g.addrs, ln.Addr())
+	return dl, nil
+}
+
+// drainListener turns Accept on a closed listener into a short wait, so
+// nbio's accept loop does not spin between Shutdown closing the listener
+// and the engine stopping.
+type drainListener struct {
+	net.Listener
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (l *drainListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		select {
+		case <-l.closed:
+			time.Sleep(10 * time.Millisecond)
+		default:
+		}
+	}
+	return c, err
+}
+
+func (l *drainListener) Close() error {
+	var err error
+	l.once.Do(func() {
+		close(l.closed)
+		err = l.Listener.Close()
+	})
+	return err
+}
+
+// serveOwn routes requests on the own listeners.
+func (g *Gateway) serveOwn(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == g.cfg.Path {
+		g.serveWS(w, r)
+		return
+	}
+	if g.cfg.Handler != nil {
+		g.cfg.Handler.ServeHTTP(w, r)
+		return
+	}
+	http.NotFound(w, r)
+}
+
+// ServeHTTP upgrades r to a WebSocket connection held by the gateway, so the
+// gateway can be mounted inside a net/http server: the connection is taken
+// off net/http and handed to nbio's pollers. It runs the same handshake
+// checks as the own listeners. It answers 503 before Start and after
+// Shutdown began. TLS must then be terminated in front of the process (or
+// use Config.TLSConfig with the own listeners): connections of a net/http
+// TLS server cannot be moved to the pollers and are answered 501.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.serveWS(w, r)
+}
+
+func (g *Gateway) reject(w http.ResponseWriter, status int, reason string) {
+	if g.m != nil {
+		g.m.rejected.WithLabelValues(reason).Inc()
+	}
+	http.Error(w, http.StatusText(status), status)
+}
+
+func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	g.handshake.Add(1)
+	defer g.handshake.Done()
+	switch g.state.Load() {
+	case gwRunning:
+	case gwNew:
+		g.reject(w, http.StatusServiceUnavailable, "not_started")
+		return
+	default:
+		g.reject(w, http.StatusServiceUnavailable, "draining")
+		return
+	}
+	_, native := w.(*nbhttp.Response)
+	if !native && r.TLS != nil {
+		g.reject(w, http.StatusNotImplemented, "tls_mount")
+		return
+	}
+	if r.Method != http.MethodGet {
+		g.reject(w, http.StatusMethodNotAllowed, "bad_request")
+		return
+	}
+	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") ||
+		r.Header.Get("Sec-Websocket-Key") == "" || r.Header.Get("Sec-Websocket-Version") != "13" {
+		w.Header().Set("Sec-Websocket-Version", "13")
+		g.reject(w, http.StatusBadRequest, "bad_request")
+		return
+	}
+	if !g.originAllowed(r) {
+		g.reject(w, http.StatusForbidden, "origin")
+		return
+	}
+	if max := g.cfg.MaxConns; max > 0 {
+		if g.slots.Add(1) > int64(max) {
+			g.slots.Add(-1)
+			g.reject(w, http.StatusServiceUnavailable, "capacity")
+			return
+		}
+	} else {
+		g.slots.Add(1)
+	}
+	ident := Identity{}
+	if g.cfg.Authenticate != nil {
+		var err error
+		ident, err = g.cfg.Authenticate(r)
+		if err != nil {
+			g.slots.Add(-1)
+			if errors.Is(err, ErrForbidden) {
+				g.reject(w, http.StatusForbidden, "forbidden")
+			} else {
+				g.reject(w, http.StatusUnauthorized, "unauthorized")
+			}
+			return
+		}
+	}
+	ws, err := g.up.UpgradeAndTransferConnToPoller(w, r, nil)
+	if err != nil {
+		g.slots.Add(-1)
+		if g.m != nil {
+			g.m.rejected.WithLabelValues("upgrade").Inc()
+		}
+		return
+	}
+	c := &Conn{g: g, id: g.nextID.Add(1), ident: ident, ws: ws, subprotocol: ws.Subprotocol(), mounted: !native}
+	c.w, c.nbc = unwrapConn(ws.Conn)
+	now := g.now.Load()
+	c.lastRead.Store(now)
+	c.lastPing.Store(now)
+	c.lastProgress.Store(now)
+	if c.nbc == nil { // not reachable with nbio v1.6.8; keep the invariant explicit
+		_ = ws.Close()
+		g.slots.Add(-1)
+		return
+	}
+	if c.mounted {
+		c.openMu.Lock()
+	}
+	g.reg.add(c)
+	ws.SetSession(c)
+	if g.m != nil {
+		g.m.accepted.Inc()
+		g.m.open.WithLabelValues(string(ident.Role)).Inc()
+	}
+	ok := g.callOpen(c)
+	if c.mounted {
+		c.openMu.Unlock()
+	}
+	if g.m != nil {
+		g.m.handshake.Observe(time.Since(start).Seconds())
+	}
+	switch {
+	case !ok:
+		c.closeWith(CloseInternalError, "internal error", false)
+	case g.state.Load() != gwRunning:
+		c.closeWith(CloseGoingAway, "server shutting down", false)
+	}
+	if c.mounted {
+		// The socket may have closed before the session was set, in which
+		// case nbio's close job found no Conn: finish it here.
+		if closed, _ := c.nbc.IsClosed(); closed {
+			g.finalize(c, nil)
+		}
+	}
+}
+
+func unwrapConn(nc net.Conn) (w net.Conn, nbc *nbio.Conn) {
+	if hc, ok := nc.(*nbhttp.Conn); ok {
+		nc = hc.Conn
+	}
+	switch v := nc.(type) {
+	case *nbio.Conn:
+		return v, v
+	case *llibtls.Conn:
+		nbc, _ = v.Conn().(*nbio.Conn)
+		return v, nbc
+	}
+	return nc, nil
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h[http.CanonicalHeaderKey(name)] {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (g *Gateway) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true // not a browser
+	}
+	if len(g.cfg.AllowedOrigins) == 0 {
+		i := strings.Index(origin, "://")
+		return i >= 0 && strings.EqualFold(origin[i+3:], r.Host)
+	}
+	for _, a := range g.cfg.AllowedOrigins {
+		switch {
+		case a == "*":
+			return true
+		case strings.EqualFold(a, origin):
+			return true
+		case strings.Contains(a, "://*."):
+			// scheme://*.example.com matches scheme://x.example.com
+			i := strings.Index(a, "*.")
+			prefix, suffix := a[:i], a[i+1:]
+			if len(origin) > len(prefix)+len(suffix) &&
+				strings.EqualFold(origin[:len(prefix)], prefix) &&
+				strings.EqualFold(origin[len(origin)-len(suffix):], suffix) &&
+				!strings.ContainsAny(origin[len(prefix):len(origin)-len(suffix)], "/:") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// connOf returns the Conn of ws. For a mounted connection a frame can be
+// parsed in the short window between nbio taking the socket and the
+// net/http goroutine setting the session; wait for it then.
+func connOf(ws *websocket.Conn) *Conn {
+	for i := 0; ; i++ {
+		if c, ok := ws.Session().(*Conn); ok {
+			return c
+		}
+		switch {
+		case i < 100:
+			runtime.Gosched()
+		case i < 5100:
+			time.Sleep(time.Millisecond)
+		default:
+			return nil
+		}
+	}
+}
+
+func onWrittenSize(nc *nbio.Conn, _ []byte, n int) {
+	if ws, ok := nc.Session().(*websocket.Conn); ok {
+		if c, ok := ws.Session().(*Conn); ok {
+			c.written(n)
+		}
+	}
+}
+
+func (g *Gateway) onMessage(ws *websocket.Conn, mt websocket.MessageType, data []byte) {
+	c := connOf(ws)
+	if c == nil {
+		_ = ws.Close()
+		return
+	}
+	c.waitOpen()
+	c.touch()
+	if c.state.Load() != stateOpen {
+		return
+	}
+	if g.m != nil {
+		g.m.msgsIn.Inc()
+		g.m.bytesIn.Add(float64(len(data)))
+	}
+	typ := MessageType(mt)
+	if typ == TextMessage && !utf8.Valid(data) {
+		c.closeWith(CloseInvalidPayload, "invalid UTF-8", false)
+		return
+	}
+	if rl := &g.cfg.RateLimit; rl.PerSecond > 0 && !c.allow(g.cfg.Clock.Now().UnixNano()) {
+		if rl.Policy == RateClose {
+			if g.m != nil {
+				g.m.rateClose.Inc()
+			}
+			c.closeWith(ClosePolicyViolation, "rate limit exceeded", false)
+			return
+		}
+		if g.m != nil {
+			g.m.rateDrop.Inc()
+		}
+		if rl.OnDrop != nil {
+			g.guard(c, "drop", func() { rl.OnDrop(c) })
+		}
+		return
+	}
+	if g.cfg.OnMessage != nil {
+		g.guard(c, "message", func() { g.cfg.OnMessage(c, typ, data) })
+	}
+}
+
+// guard runs a handler, turning a panic into a 1011 close of c only.
+func (g *Gateway) guard(c *Conn, name string, fn func()) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			ok = false
+			if g.m != nil {
+				g.m.panics.WithLabelValues(name).Inc()
+			}
+			g.cfg.Observer.Logger().Error("gateway: handler panicked", "handler", name, "conn", c.id, "panic", fmt.Sprint(v))
+			if name != "close" {
+				c.closeWith(CloseInternalError, "internal error", false)
+			}
+		}
+	}()
+	fn()
+	return true
+}
+
+func (g *Gateway) callOpen(c *Conn) bool {
+	if g.cfg.OnOpen == nil {
+		return true
+	}
+	return g.guard(c, "open", func() { g.cfg.OnOpen(c) })
+}
+
+func (g *Gateway) onPing(ws *websocket.Conn, data string) {
+	c := connOf(ws)
+	if c == nil {
+		return
+	}
+	c.touch()
+	if c.state.Load() != stateOpen {
+		return
+	}
+	var buf [2 + 125]byte
+	n := putFrameHeader(buf[:], 0xA, len(data))
+	n += copy(buf[n:], data)
+	_ = c.write(buf[:n], true)
+}
+
+func (g *Gateway) onPong(ws *websocket.Conn, _ string) {
+	if c := connOf(ws); c != nil {
+		c.touch()
+	}
+}
+
+// onPeerClose handles a close frame from the peer; nbio drops the TCP
+// connection right after it returns.
+func (g *Gateway) onPeerClose(ws *websocket.Conn, code int, reason string) {
+	c := connOf(ws)
+	if c == nil {
+		return
+	}
+	c.waitOpen()
+	if !utf8.ValidString(reason) {
+		code, reason = CloseInvalidPayload, ""
+	}
+	if c.state.CompareAndSwap(stateOpen, stateClosing) {
+		c.setPeerClose(code, reason)
+		reply := code
+		if code == CloseInvalidPayload {
+			reason = "invalid UTF-8"
+		} else {
+			reason = ""
+		}
+		_ = c.writeClose(reply, reason)
+	}
+}
+
+// onClose is nbio's close callback, run on the executor after the
+// connection's last message job.
+func (g *Gateway) onClose(ws *websocket.Conn, err error) {
+	c, _ := ws.Session().(*Conn)
+	if c == nil {
+		return // closed before serveWS set the session; serveWS finishes it
+	}
+	c.waitOpen()
+	g.finalize(c, err)
+}
+
+// finalize releases c exactly once: registry, slot, context, metrics, OnClose.
+func (g *Gateway) finalize(c *Conn, err error) {
+	if c.state.Swap(stateClosed) == stateClosed {
+		return
+	}
+	g.reg.remove(c)
+	g.slots.Add(-1)
+	c.mu.Lock()
+	code, reason := c.closeCode, c.closeReason
+	if code == 0 {
+		code = closeCodeOf(err)
+		c.closeCode = code
+	}
+	cancel := c.cancel
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	if g.m != nil {
+		g.m.closed(code)
+		g.m.open.WithLabelValues(string(c.ident.Role)).Dec()
+	}
+	if g.cfg.OnClose != nil {
+		g.guard(c, "close", func() { g.cfg.OnClose(c, code, reason) })
+	}
+	if g.state.Load() >= gwDraining && g.reg.n.Load() == 0 {
+		select {
+		case g.emptied <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func closeCodeOf(err error) int {
+	var ce *websocket.CloseError
+	switch {
+	case err == nil:
+		return CloseAbnormal
+	case errors.As(err, &ce):
+		return ce.Code
+	case errors.Is(err, websocket.ErrMessageTooLarge), errors.Is(err, websocket.ErrControlMessageTooBig),
+		errors.Is(err, nbhttp.ErrTooLong):
+		return CloseMessageTooBig
+	case errors.Is(err, websocket.ErrInvalidUtf8):
+		return CloseInvalidPayload
+	case errors.Is(err, websocket.ErrReserveBitSet), errors.Is(err, websocket.ErrReservedMessageType),
+		errors.Is(err, websocket.ErrControlMessageFragmented), errors.Is(err, websocket.ErrInvalidCloseCode),
+		errors.Is(err, websocket.ErrFragmentsShouldNotHaveBinaryOrTextMessage),
+		errors.Is(err, websocket.ErrInvalidFragmentMessage), errors.Is(err, websocket.ErrInvalidCompression):
+		return CloseProtocolError
+	}
+	return CloseAbnormal
+}
