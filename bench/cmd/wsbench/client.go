@@ -1,0 +1,591 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/logging"
+	"github.com/lesismal/nbio/nbhttp"
+	"github.com/lesismal/nbio/nbhttp/websocket"
+
+	"github.com/switchboard-go/switchboard/bench/internal/ctl"
+	"github.com/switchboard-go/switchboard/bench/internal/hist"
+	"github.com/switchboard-go/switchboard/bench/internal/procstat"
+)
+
+// The load generator holds its connections on nbio's event loops (a handful
+// of poller goroutines for all connections, not one goroutine each) using
+// nbio's WebSocket client framing. The HTTP upgrade itself is done here, on
+// a blocking socket, so that the source address can be chosen (several
+// 127.0.0.x sources with IP_BIND_ADDRESS_NO_PORT keep 100k connections clear
+// of ephemeral-port exhaustion); the socket is then handed to nbio.
+
+// ipBindAddressNoPort is IP_BIND_ADDRESS_NO_PORT (Linux ≥ 4.2): bind() picks
+// the source address only and connect() picks the port per 4-tuple, so
+// ports are shared across destinations.
+const ipBindAddressNoPort = 24
+
+const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+type dialTarget struct {
+	Addrs []string `json:"addrs"` // server listen addresses, used round-robin
+	Count int      `json:"count"` // connections to open to this server
+}
+
+type connectArgs struct {
+	Targets     []dialTarget `json:"targets"`
+	Src         []string     `json:"src"` // source IPs, used round-robin
+	Path        string       `json:"path"`
+	Concurrency int          `json:"concurrency"`
+	TimeoutMS   int          `json:"timeout_ms"`
+}
+
+type connectReply struct {
+	Established int      `json:"established"`
+	Failed      int      `json:"failed"`
+	Seconds     float64  `json:"seconds"`
+	Errors      []string `json:"errors,omitempty"`
+}
+
+type progressEvent struct {
+	Established int64 `json:"established"`
+	Failed      int64 `json:"failed"`
+}
+
+type echoArgs struct {
+	Rate       float64 `json:"rate"` // messages per second from this client
+	DurationMS int     `json:"duration_ms"`
+	Size       int     `json:"size"`
+	DrainMS    int     `json:"drain_ms"` // wait this long for outstanding replies
+}
+
+type echoReply struct {
+	Sent     int64         `json:"sent"`
+	Received int64         `json:"received"`
+	Errors   int64         `json:"errors"`
+	RTT      hist.Snapshot `json:"rtt"`
+	Seconds  float64       `json:"seconds"`
+}
+
+type bcastArmArgs struct {
+	Seq uint32 `json:"seq"`
+}
+
+type bcastWaitArgs struct {
+	Seq       uint32 `json:"seq"`
+	TimeoutMS int    `json:"timeout_ms"`
+}
+
+type bcastWaitReply struct {
+	Expected int64         `json:"expected"`
+	Received int64         `json:"received"`
+	Latency  hist.Snapshot `json:"latency"`
+}
+
+type churnArgs struct {
+	Rate        float64 `json:"rate"` // close+reopen cycles per second in this client
+	DurationMS  int     `json:"duration_ms"`
+	Concurrency int     `json:"concurrency"`
+}
+
+type churnReply struct {
+	Closed int64 `json:"closed"`
+	Opened int64 `json:"opened"`
+	Failed int64 `json:"failed"`
+}
+
+type clientStats struct {
+	procstat.Sample
+	Established int64 `json:"established"`
+}
+
+// connInfo is stored as each connection's session: where it was dialled.
+type connInfo struct {
+	dst, src string
+	idx      int // position in loadClient.conns, -1 when removed
+}
+
+type bcastRound struct {
+	seq   uint32
+	count atomic.Int64
+	lat   hist.Histogram
+}
+
+type loadClient struct {
+	srv    *ctl.Server
+	engine *nbhttp.Engine
+	opts   *websocket.Options
+	path   string
+
+	mu    sync.Mutex
+	conns []*websocket.Conn
+
+	established atomic.Int64
+	failed      atomic.Int64
+
+	echoRTT  hist.Histogram
+	echoRecv atomic.Int64
+	round    atomic.Pointer[bcastRound]
+	errCount atomic.Int64
+}
+
+func runClient(ctx context.Context) error {
+	logging.SetLevel(logging.LevelNone)
+	engine := nbhttp.NewEngine(nbhttp.Config{
+		Name:                    "wsbench-client",
+		NPoller:                 runtime.GOMAXPROCS(0),
+		ReleaseWebsocketPayload: true,
+	})
+	if err := engine.Start(); err != nil {
+		return err
+	}
+	defer engine.Stop()
+	cl := &loadClient{srv: ctl.NewServer(os.Stdout), engine: engine, path: "/ws"}
+	opts := websocket.NewOptions()
+	opts.Engine = engine
+	opts.KeepaliveTime = 0
+	opts.OnMessage(cl.onMessage)
+	opts.OnClose(cl.onClose)
+	cl.opts = opts
+	cl.srv.Emit("ready", readyEvent{Pid: os.Getpid()})
+	err := cl.srv.Serve(ctx, os.Stdin, cl.handle)
+	cl.closeAll(2 * time.Second)
+	if ctx.Err() != nil || err == nil || err.Error() == "EOF" {
+		return nil
+	}
+	return err
+}
+
+func (cl *loadClient) handle(ctx context.Context, cmd string, raw json.RawMessage) (any, error) {
+	switch cmd {
+	case "connect":
+		var a connectArgs
+		if err := json.Unmarshal(raw, &a); err != nil {
+			return nil, err
+		}
+		return cl.connect(ctx, a), nil
+	case "echo":
+		var a echoArgs
+		if err := json.Unmarshal(raw, &a); err != nil {
+			return nil, err
+		}
+		return cl.echo(ctx, a), nil
+	case "bcast_arm":
+		var a bcastArmArgs
+		if err := json.Unmarshal(raw, &a); err != nil {
+			return nil, err
+		}
+		cl.round.Store(&bcastRound{seq: a.Seq})
+		return nil, nil
+	case "bcast_wait":
+		var a bcastWaitArgs
+		if err := json.Unmarshal(raw, &a); err != nil {
+			return nil, err
+		}
+		return cl.bcastWait(ctx, a)
+	case "churn":
+		var a churnArgs
+		if err := json.Unmarshal(raw, &a); err != nil {
+			return nil, err
+		}
+		return cl.churn(ctx, a), nil
+	case "close_all":
+		return cl.closeAll(10 * time.Second), nil
+	case "stats":
+		s, err := procstat.Self()
+		return clientStats{Sample: s, Established: cl.established.Load()}, err
+	default:
+		return nil, fmt.Errorf("client: unknown command %q", cmd)
+	}
+}
+
+func (cl *loadClient) onMessage(_ *websocket.Conn, _ websocket.MessageType, data []byte) {
+	now := time.Now().UnixNano()
+	kind, ts, seq, err := parsePayload(data)
+	if err != nil {
+		cl.errCount.Add(1)
+		return
+	}
+	switch kind {
+	case kindEcho:
+		cl.echoRTT.Record(now - ts)
+		cl.echoRecv.Add(1)
+	case kindBroadcast:
+		if r := cl.round.Load(); r != nil && r.seq == seq {
+			r.lat.Record(now - ts)
+			r.count.Add(1)
+		}
+	}
+}
+
+func (cl *loadClient) add(ws *websocket.Conn, info *connInfo) {
+	cl.mu.Lock()
+	info.idx = len(cl.conns)
+	cl.conns = append(cl.conns, ws)
+	cl.mu.Unlock()
+	cl.established.Add(1)
+}
+
+func (cl *loadClient) onClose(ws *websocket.Conn, _ error) {
+	info, _ := ws.Session().(*connInfo)
+	if info == nil {
+		return
+	}
+	cl.mu.Lock()
+	removed := false
+	if i := info.idx; i >= 0 && i < len(cl.conns) && cl.conns[i] == ws {
+		last := len(cl.conns) - 1
+		cl.conns[i] = cl.conns[last]
+		if moved, ok := cl.conns[i].Session().(*connInfo); ok {
+			moved.idx = i
+		}
+		cl.conns[last] = nil
+		cl.conns = cl.conns[:last]
+		info.idx = -1
+		removed = true
+	}
+	cl.mu.Unlock()
+	if removed {
+		cl.established.Add(-1)
+	}
+}
+
+// dial opens one WebSocket connection from src to dst and hands it to nbio.
+func (cl *loadClient) dial(ctx context.Context, dst, src string, timeout time.Duration) error {
+	d := net.Dialer{Timeout: timeout}
+	if src != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+		d.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	nc, err := d.DialContext(ctx, "tcp", dst)
+	if err != nil {
+		return err
+	}
+	_ = nc.SetDeadline(time.Now().Add(timeout))
+	var keyRaw [16]byte
+	_, _ = rand.Read(keyRaw[:])
+	key := base64.StdEncoding.EncodeToString(keyRaw[:])
+	req := "GET " + cl.path + " HTTP/1.1\r\nHost: " + dst +
+		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + key +
+		"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := nc.Write([]byte(req)); err != nil {
+		_ = nc.Close()
+		return err
+	}
+	br := bufio.NewReaderSize(nc, 1024)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		_ = nc.Close()
+		return err
+	}
+	_ = resp.Body.Close()
+	h := sha1.Sum([]byte(key + wsGUID))
+	if resp.StatusCode != http.StatusSwitchingProtocols ||
+		resp.Header.Get("Sec-WebSocket-Accept") != base64.StdEncoding.EncodeToString(h[:]) {
+		_ = nc.Close()
+		return fmt.Errorf("handshake: status %d", resp.StatusCode)
+	}
+	var leftover []byte
+	if n := br.Buffered(); n > 0 {
+		leftover, _ = br.Peek(n)
+		leftover = append([]byte(nil), leftover...)
+	}
+	_ = nc.SetDeadline(time.Time{})
+	nbc, err := nbio.NBConn(nc)
+	if err != nil {
+		_ = nc.Close()
+		return err
+	}
+	ws := websocket.NewClientConn(cl.opts, nbc, "", false, false)
+	ws.Engine = cl.engine
+	ws.Execute = nbc.Execute
+	info := &connInfo{dst: dst, src: src, idx: -1}
+	ws.SetSession(info)
+	nbc.SetSession(ws)
+	nbc.OnData(cl.engine.DataHandler)
+	cl.add(ws, info)
+	if len(leftover) > 0 {
+		if err := ws.Parse(leftover); err != nil {
+			_ = nbc.Close()
+			return err
+		}
+	}
+	if _, err := cl.engine.AddConn(nbc); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (cl *loadClient) connect(ctx context.Context, a connectArgs) connectReply {
+	if a.Path != "" {
+		cl.path = a.Path
+	}
+	conc := max(a.Concurrency, 1)
+	timeout := time.Duration(a.TimeoutMS) * time.Millisecond
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	type job struct{ dst, src string }
+	jobs := make(chan job)
+	go func() {
+		defer close(jobs)
+		n := 0
+		// Interleave servers so that every server fills at the same pace.
+		left := make([]int, len(a.Targets))
+		for i, t := range a.Targets {
+			left[i] = t.Count
+		}
+		for more := true; more; {
+			more = false
+			for i, t := range a.Targets {
+				if left[i] == 0 || len(t.Addrs) == 0 {
+					continue
+				}
+				more = true
+				left[i]--
+				j := job{dst: t.Addrs[(t.Count-left[i]-1)%len(t.Addrs)]}
+				if len(a.Src) > 0 {
+					j.src = a.Src[n%len(a.Src)]
+				}
+				n++
+				select {
+				case jobs <- j:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	start := time.Now()
+	var est, failed atomic.Int64
+	var emu sync.Mutex
+	errs := map[string]int{}
+	stopProgress := make(chan struct{})
+	var pwg sync.WaitGroup
+	pwg.Add(1)
+	go func() {
+		defer pwg.Done()
+		tk := time.NewTicker(250 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-tk.C:
+				cl.srv.Emit("progress", progressEvent{Established: est.Load(), Failed: failed.Load()})
+			case <-stopProgress:
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				if err := cl.dial(ctx, j.dst, j.src, timeout); err != nil {
+					failed.Add(1)
+					cl.failed.Add(1)
+					emu.Lock()
+					if len(errs) < 8 {
+						errs[err.Error()]++
+					}
+					emu.Unlock()
+					continue
+				}
+				est.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	close(stopProgress)
+	pwg.Wait()
+	cl.srv.Emit("progress", progressEvent{Established: est.Load(), Failed: failed.Load()})
+	r := connectReply{Established: int(est.Load()), Failed: int(failed.Load()), Seconds: time.Since(start).Seconds()}
+	for e, n := range errs {
+		r.Errors = append(r.Errors, fmt.Sprintf("%s (×%d)", e, n))
+	}
+	return r
+}
+
+func (cl *loadClient) snapshotConns() []*websocket.Conn {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return append([]*websocket.Conn(nil), cl.conns...)
+}
+
+// echo sends a.Rate messages per second for the duration, spread
+// round-robin over all connections and paced every millisecond, then waits
+// up to a.DrainMS for the replies.
+func (cl *loadClient) echo(ctx context.Context, a echoArgs) echoReply {
+	conns := cl.snapshotConns()
+	cl.echoRTT.Reset()
+	cl.echoRecv.Store(0)
+	var r echoReply
+	if len(conns) == 0 || a.Rate <= 0 {
+		return r
+	}
+	size := max(a.Size, headerLen)
+	buf := make([]byte, size)
+	dur := time.Duration(a.DurationMS) * time.Millisecond
+	start := time.Now()
+	tk := time.NewTicker(time.Millisecond)
+	next := mrand.IntN(len(conns))
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case now := <-tk.C:
+			el := now.Sub(start)
+			if el >= dur {
+				el = dur
+			}
+			due := int64(math.Floor(a.Rate * el.Seconds()))
+			for r.Sent < due {
+				c := conns[next]
+				next = (next + 1) % len(conns)
+				putPayload(buf, kindEcho, time.Now().UnixNano(), uint32(r.Sent))
+				if err := c.WriteMessage(websocket.TextMessage, buf); err != nil {
+					r.Errors++
+				}
+				r.Sent++
+			}
+			if el >= dur {
+				break loop
+			}
+		}
+	}
+	tk.Stop()
+	r.Seconds = time.Since(start).Seconds()
+	drain := time.Duration(a.DrainMS) * time.Millisecond
+	deadline := time.Now().Add(drain)
+	for cl.echoRecv.Load() < r.Sent-r.Errors && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.Received = cl.echoRecv.Load()
+	r.RTT = cl.echoRTT.Snapshot()
+	return r
+}
+
+func (cl *loadClient) bcastWait(ctx context.Context, a bcastWaitArgs) (bcastWaitReply, error) {
+	r := cl.round.Load()
+	if r == nil || r.seq != a.Seq {
+		return bcastWaitReply{}, fmt.Errorf("client: broadcast %d not armed", a.Seq)
+	}
+	expect := cl.established.Load()
+	deadline := time.Now().Add(time.Duration(a.TimeoutMS) * time.Millisecond)
+	for r.count.Load() < expect && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(2 * time.Millisecond)
+	}
+	return bcastWaitReply{Expected: expect, Received: r.count.Load(), Latency: r.lat.Snapshot()}, nil
+}
+
+// churn closes a random connection and dials a replacement to the same
+// server, a.Rate times per second, for the duration.
+func (cl *loadClient) churn(ctx context.Context, a churnArgs) churnReply {
+	var closed, opened, failed atomic.Int64
+	if a.Rate <= 0 {
+		return churnReply{}
+	}
+	dur := time.Duration(a.DurationMS) * time.Millisecond
+	ctx, cancel := context.WithTimeout(ctx, dur)
+	defer cancel()
+	work := make(chan struct{}, 1024)
+	var wg sync.WaitGroup
+	for range max(a.Concurrency, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range work {
+				cl.mu.Lock()
+				if len(cl.conns) == 0 {
+					cl.mu.Unlock()
+					continue
+				}
+				ws := cl.conns[mrand.IntN(len(cl.conns))]
+				cl.mu.Unlock()
+				info, _ := ws.Session().(*connInfo)
+				if info == nil {
+					continue
+				}
+				_ = ws.WriteClose(1000, "churn")
+				_ = ws.Close()
+				closed.Add(1)
+				dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+				err := cl.dial(dctx, info.dst, info.src, 10*time.Second)
+				dcancel()
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				opened.Add(1)
+			}
+		}()
+	}
+	start := time.Now()
+	tk := time.NewTicker(time.Millisecond)
+	var issued int64
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case now := <-tk.C:
+			due := int64(a.Rate * now.Sub(start).Seconds())
+			for ; issued < due; issued++ {
+				select {
+				case work <- struct{}{}:
+				default:
+					// Workers are behind; skipping keeps the rate an upper bound.
+				}
+			}
+		}
+	}
+	tk.Stop()
+	close(work)
+	wg.Wait()
+	return churnReply{Closed: closed.Load(), Opened: opened.Load(), Failed: failed.Load()}
+}
+
+type closeAllReply struct {
+	Remaining int64 `json:"remaining"`
+}
+
+// closeAll sends a normal close to every connection, closes it, and waits
+// up to timeout for nbio to report them closed.
+func (cl *loadClient) closeAll(timeout time.Duration) closeAllReply {
+	for _, ws := range cl.snapshotConns() {
+		_ = ws.WriteClose(1000, "bye")
+		_ = ws.Close()
+	}
+	deadline := time.Now().Add(timeout)
+	for cl.established.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return closeAllReply{Remaining: cl.established.Load()}
+}
