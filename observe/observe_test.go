@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -73,7 +74,7 @@ func TestNewDefaults(t *testing.T) {
 
 func TestNewConflictingRuntimeCollector(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	require.NoError(t, reg.Register(prometheus.NewGoCollector())) //nolint:staticcheck // the host's plain Go collector
+	require.NoError(t, reg.Register(collectors.NewGoCollector())) // the host's own Go collector
 	_, err := New(Config{Registerer: reg})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "DisableRuntimeCollectors")
