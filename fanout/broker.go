@@ -58,9 +58,10 @@ type BrokerHandler interface {
 	// HandlePresence delivers a join or leave to local subscribers.
 	HandlePresence(ev PresenceEvent)
 	// HandleReconnect tells the bus that the broker lost its connection and
-	// is delivering again: publications may have been missed (or the
-	// history and epoch may be gone), so the bus re-synchronises every
-	// subscribed topic from History and disconnects subscribers with
-	// ErrInsufficientState where it cannot.
-	HandleReconnect()
+	// is delivering again: publications of the topics for which affected
+	// returns true (nil: all topics) may have been missed, or the history
+	// and epoch may be gone, so the bus re-synchronises those topics from
+	// History and disconnects their subscribers with ErrInsufficientState
+	// where it cannot. It may block while it reads the history.
+	HandleReconnect(affected func(topic string) bool)
 }

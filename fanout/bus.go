@@ -517,7 +517,7 @@ func (h brokerHandler) HandlePresence(ev PresenceEvent) {
 	h.b.enqueueLocked(t, op{kind: opPresence, ev: ev})
 }
 
-func (h brokerHandler) HandleReconnect() {
+func (h brokerHandler) HandleReconnect(affected func(topic string) bool) {
 	b := h.b
 	b.log.Info("fanout: broker reconnected, resynchronising topics")
 	for i := range b.shards {
@@ -530,7 +530,7 @@ func (h brokerHandler) HandleReconnect() {
 		sh.mu.RUnlock()
 		for _, t := range ts {
 			t.mu.Lock()
-			if t.removed {
+			if t.removed || (affected != nil && !affected(t.name)) {
 				t.mu.Unlock()
 				continue
 			}
