@@ -12,7 +12,7 @@
 // members agrees on every key, whatever order it learnt them in. Adding a
 // node moves keys only to it, removing one moves only its keys, and a weight
 // change moves keys only to or from that node. The default of
-// DefaultVirtualNodes (320) points per unit of weight keeps ten equal nodes
+// DefaultVirtualNodes (400) points per unit of weight keeps ten equal nodes
 // within ±10% of the mean load.
 //
 // Reads are lock-free: each membership change (Add, Remove, SetWeight,

@@ -125,7 +125,7 @@ func ringDiff(prev, next *ringSnapshot) RingChange {
 		} else {
 			length = v - last
 		}
-		if na != ob && length > 0 {
+		if (oa < 0 || ob < 0 || na != ob) && length > 0 {
 			moved += length
 			if oa >= 0 {
 				lost[oa] += length
