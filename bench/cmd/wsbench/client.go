@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	mrand "math/rand/v2"
 	"net"
@@ -112,13 +113,18 @@ type churnReply struct {
 
 type clientStats struct {
 	procstat.Sample
-	Established int64 `json:"established"`
+	Established int64          `json:"established"`
+	Dropped     int64          `json:"dropped"` // closed by the server or network, not by the harness
+	DropErrors  map[string]int `json:"drop_errors,omitempty"`
+	BadMessages int64          `json:"bad_messages"`
 }
 
 // connInfo is stored as each connection's session: where it was dialled.
 type connInfo struct {
 	dst, src string
-	idx      int // position in loadClient.conns, -1 when removed
+	idx      int         // position in loadClient.conns, -1 when removed; guarded by loadClient.mu
+	closing  atomic.Bool   // closed on purpose by churn or close_all
+	closed   chan struct{} // closed by onClose
 }
 
 type bcastRound struct {
@@ -143,6 +149,10 @@ type loadClient struct {
 	echoRecv atomic.Int64
 	round    atomic.Pointer[bcastRound]
 	errCount atomic.Int64
+
+	dropped    atomic.Int64 // connections closed by the server or the network
+	dropMu     sync.Mutex
+	dropErrors map[string]int
 }
 
 func runClient(ctx context.Context) error {
@@ -209,7 +219,11 @@ func (cl *loadClient) handle(ctx context.Context, cmd string, raw json.RawMessag
 		return cl.closeAll(10 * time.Second), nil
 	case "stats":
 		s, err := procstat.Self()
-		return clientStats{Sample: s, Established: cl.established.Load()}, err
+		cs := clientStats{Sample: s, Established: cl.established.Load(), Dropped: cl.dropped.Load(), BadMessages: cl.errCount.Load()}
+		cl.dropMu.Lock()
+		cs.DropErrors = maps.Clone(cl.dropErrors)
+		cl.dropMu.Unlock()
+		return cs, err
 	default:
 		return nil, fmt.Errorf("client: unknown command %q", cmd)
 	}
@@ -242,10 +256,25 @@ func (cl *loadClient) add(ws *websocket.Conn, info *connInfo) {
 	cl.established.Add(1)
 }
 
-func (cl *loadClient) onClose(ws *websocket.Conn, _ error) {
+func (cl *loadClient) onClose(ws *websocket.Conn, err error) {
 	info, _ := ws.Session().(*connInfo)
 	if info == nil {
 		return
+	}
+	if !info.closing.Load() {
+		cl.dropped.Add(1)
+		msg := "closed without error"
+		if err != nil {
+			msg = err.Error()
+		}
+		cl.dropMu.Lock()
+		if cl.dropErrors == nil {
+			cl.dropErrors = map[string]int{}
+		}
+		if len(cl.dropErrors) < 8 {
+			cl.dropErrors[msg]++
+		}
+		cl.dropMu.Unlock()
 	}
 	cl.mu.Lock()
 	removed := false
@@ -263,6 +292,25 @@ func (cl *loadClient) onClose(ws *websocket.Conn, _ error) {
 	cl.mu.Unlock()
 	if removed {
 		cl.established.Add(-1)
+		close(info.closed)
+	}
+}
+
+// closeGracefully sends a close frame and waits for the server to end the
+// connection, so the socket is closed by nbio's own event loop. Closing it
+// from another goroutine races with events already harvested by that loop:
+// the descriptor number can be reused by the next dial and a stale hang-up
+// event would then close the new connection. After timeout the connection
+// is closed locally.
+func closeGracefully(ws *websocket.Conn, info *connInfo, timeout time.Duration) {
+	_ = ws.WriteClose(1000, "bye")
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-info.closed:
+	case <-t.C:
+		_ = ws.Close()
+		<-info.closed
 	}
 }
 
@@ -324,7 +372,7 @@ func (cl *loadClient) dial(ctx context.Context, dst, src string, timeout time.Du
 	ws := websocket.NewClientConn(cl.opts, nbc, "", false, false)
 	ws.Engine = cl.engine
 	ws.Execute = nbc.Execute
-	info := &connInfo{dst: dst, src: src, idx: -1}
+	info := &connInfo{dst: dst, src: src, idx: -1, closed: make(chan struct{})}
 	ws.SetSession(info)
 	nbc.SetSession(ws)
 	nbc.OnData(cl.engine.DataHandler)
@@ -533,8 +581,10 @@ func (cl *loadClient) churn(ctx context.Context, a churnArgs) churnReply {
 				if info == nil {
 					continue
 				}
-				_ = ws.WriteClose(1000, "churn")
-				_ = ws.Close()
+				if info.closing.Swap(true) {
+					continue // another worker picked the same connection
+				}
+				closeGracefully(ws, info, 5*time.Second)
 				closed.Add(1)
 				dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
 				err := cl.dial(dctx, info.dst, info.src, 10*time.Second)
@@ -576,14 +626,24 @@ type closeAllReply struct {
 	Remaining int64 `json:"remaining"`
 }
 
-// closeAll sends a normal close to every connection, closes it, and waits
-// up to timeout for nbio to report them closed.
+// closeAll sends a normal close to every connection and waits up to
+// timeout for the servers to end them; what is left is closed locally.
 func (cl *loadClient) closeAll(timeout time.Duration) closeAllReply {
-	for _, ws := range cl.snapshotConns() {
+	conns := cl.snapshotConns()
+	for _, ws := range conns {
+		if info, ok := ws.Session().(*connInfo); ok {
+			info.closing.Store(true)
+		}
 		_ = ws.WriteClose(1000, "bye")
-		_ = ws.Close()
 	}
 	deadline := time.Now().Add(timeout)
+	for cl.established.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, ws := range cl.snapshotConns() {
+		_ = ws.Close()
+	}
+	deadline = time.Now().Add(2 * time.Second)
 	for cl.established.Load() > 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -122,6 +122,9 @@ type Result struct {
 	GoroutinesAfterClose int64 `json:"goroutines_after_close,omitempty"`
 	LeakOK               *bool `json:"leak_ok,omitempty"`
 
+	Dropped     int64 `json:"dropped"`      // connections the server or network closed during the scenario
+	BadMessages int64 `json:"bad_messages"` // messages clients could not parse
+
 	Error string `json:"error,omitempty"`
 
 	latency      hist.Snapshot
@@ -497,8 +500,13 @@ func (st *runState) runScenario(ctx context.Context, name string) (Result, error
 		return r, err
 	}
 	var live int64
-	for _, c := range ccpu1 {
+	for i, c := range ccpu1 {
 		live += c.Established
+		r.Dropped += c.Dropped - ccpu0[i].Dropped
+		r.BadMessages += c.BadMessages - ccpu0[i].BadMessages
+		if c.Dropped > ccpu0[i].Dropped {
+			fmt.Fprintf(st.log, "[%s] %s: client %d: %d connections closed by the other side: %v\n", st.target, name, i, c.Dropped-ccpu0[i].Dropped, c.DropErrors)
+		}
 	}
 	r.Established = int(live)
 	st.fillServer(&r, ss)

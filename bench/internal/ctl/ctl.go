@@ -121,6 +121,10 @@ func (g *Group) Close() {
 	}
 }
 
+// CloseInput closes the child's stdin; a child running Serve treats that as
+// "exit now".
+func (c *Child) CloseInput() error { return c.in.Close() }
+
 // Pid returns the child's process ID.
 func (c *Child) Pid() int { return c.cmd.Process.Pid }
 
