@@ -122,7 +122,7 @@ type clientStats struct {
 // connInfo is stored as each connection's session: where it was dialled.
 type connInfo struct {
 	dst, src string
-	idx      int         // position in loadClient.conns, -1 when removed; guarded by loadClient.mu
+	idx      int           // position in loadClient.conns, -1 when removed; guarded by loadClient.mu
 	closing  atomic.Bool   // closed on purpose by churn or close_all
 	closed   chan struct{} // closed by onClose
 }
