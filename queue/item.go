@@ -67,7 +67,7 @@ type PositionUpdate struct {
 
 // Stats are cumulative counters of one tier, for tests and dashboards.
 type Stats struct {
-	Pushed, Popped, Cancelled       uint64
-	Escalated, Retried, Dropped     uint64
-	Len                             int
+	Pushed, Popped, Cancelled   uint64
+	Escalated, Retried, Dropped uint64
+	Len                         int
 }

@@ -1,0 +1,292 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/switchboard-go/switchboard/observe"
+)
+
+func TestNewPoolValidation(t *testing.T) {
+	q, err := New[int](Config{})
+	require.NoError(t, err)
+	run := func(context.Context, Item[int]) error { return nil }
+	_, err = NewPool[int](nil, PoolConfig[int]{Run: run})
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	_, err = NewPool(q, PoolConfig[int]{Workers: -1, Run: run})
+	require.ErrorContains(t, err, "Workers")
+	_, err = NewPool(q, PoolConfig[int]{})
+	require.ErrorContains(t, err, "Run")
+	_, err = NewPool(q, PoolConfig[int]{Run: run, TaskTimeout: -1})
+	require.ErrorContains(t, err, "TaskTimeout")
+}
+
+func TestPoolRunsEverythingAndDrains(t *testing.T) {
+	obs, err := observe.New(observe.Config{DisableRuntimeCollectors: true})
+	require.NoError(t, err)
+	q, err := New[int](Config{Tiers: tiers(40, 40, 20), Observer: obs, Name: "work"})
+	require.NoError(t, err)
+	var sum atomic.Int64
+	var noDeadline atomic.Int32
+	p, err := NewPool(q, PoolConfig[int]{
+		Workers:  3,
+		Observer: obs,
+		Run: func(ctx context.Context, it Item[int]) error {
+			if _, ok := ctx.Deadline(); !ok {
+				noDeadline.Add(1)
+			}
+			sum.Add(int64(it.Value))
+			if it.Value%10 == 0 {
+				return errors.New("boom")
+			}
+			return nil
+		},
+	})
+	require.NoError(t, err)
+	p.Start()
+	p.Start() // idempotent
+	want := int64(0)
+	for i := 1; i <= 1000; i++ {
+		require.NoError(t, q.PushWait(context.Background(), "", i%3, i))
+		want += int64(i)
+	}
+	abandoned, err := p.Shutdown(context.Background())
+	require.NoError(t, err)
+	assert.Empty(t, abandoned)
+	<-p.Done()
+	assert.Equal(t, want, sum.Load())
+	assert.Zero(t, noDeadline.Load())
+	st := p.Stats()
+	assert.Equal(t, PoolStats{Ran: 1000, Failed: 100}, st)
+	require.ErrorIs(t, q.Push("", 0, 1), ErrClosed)
+
+	// Metrics were recorded.
+	mfs, err := obs.Gatherer().Gather()
+	require.NoError(t, err)
+	vals := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName() + labels(m)
+			switch {
+			case m.Counter != nil:
+				vals[key] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				vals[key] = m.Gauge.GetValue()
+			case m.Histogram != nil:
+				vals[key] = float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	assert.Equal(t, 900.0, vals["switchboard_queue_tasks_run_total{queue=work,result=ok}"])
+	assert.Equal(t, 100.0, vals["switchboard_queue_tasks_run_total{queue=work,result=error}"])
+	assert.Equal(t, 0.0, vals["switchboard_queue_workers_busy{queue=work}"])
+	assert.Equal(t, 0.0, vals["switchboard_queue_depth{queue=work,tier=P1}"])
+	assert.Equal(t, 1000.0, vals["switchboard_queue_wait_seconds{queue=work,tier=P0}"]+
+		vals["switchboard_queue_wait_seconds{queue=work,tier=P1}"]+vals["switchboard_queue_wait_seconds{queue=work,tier=P2}"])
+}
+
+func labels(m *dto.Metric) string {
+	s := "{"
+	for i, l := range m.GetLabel() {
+		if i > 0 {
+			s += ","
+		}
+		s += l.GetName() + "=" + l.GetValue()
+	}
+	return s + "}"
+}
+
+func TestPoolRecoversPanics(t *testing.T) {
+	q, err := New[int](Config{Tiers: tiers(1)})
+	require.NoError(t, err)
+	var mu sync.Mutex
+	var recovered []any
+	ran := make(chan int, 10)
+	p, err := NewPool(q, PoolConfig[int]{
+		Workers: 1,
+		Run: func(_ context.Context, it Item[int]) error {
+			if it.Value < 0 {
+				panic("bad task")
+			}
+			ran <- it.Value
+			return nil
+		},
+		OnPanic: func(it Item[int], r any) {
+			mu.Lock()
+			recovered = append(recovered, r)
+			mu.Unlock()
+		},
+	})
+	require.NoError(t, err)
+	p.Start()
+	require.NoError(t, q.Push("", 0, -1))
+	require.NoError(t, q.Push("", 0, 5))
+	assert.Equal(t, 5, <-ran, "the worker survives a panic")
+	_, err = p.Shutdown(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, []any{"bad task"}, recovered)
+	assert.Equal(t, uint64(1), p.Stats().Panics)
+	assert.Equal(t, uint64(2), p.Stats().Ran)
+}
+
+func TestPoolTaskContextDeadline(t *testing.T) {
+	q, err := New[int](Config{Tiers: []TierConfig{{MaxWait: time.Hour}}})
+	require.NoError(t, err)
+	type got struct {
+		dl       time.Time
+		deadline time.Time
+		errDone  error
+	}
+	out := make(chan got, 2)
+	p, err := NewPool(q, PoolConfig[int]{
+		Workers: 1,
+		Run: func(ctx context.Context, it Item[int]) error {
+			dl, _ := ctx.Deadline()
+			g := got{dl: dl, deadline: it.Deadline}
+			if it.Value == 1 {
+				// Deriving a child context works and sees the deadline.
+				c, cancel := context.WithTimeout(ctx, time.Hour*2)
+				d2, _ := c.Deadline()
+				cancel()
+				if !d2.Equal(dl) {
+					g.errDone = errors.New("child deadline differs")
+				}
+			}
+			out <- g
+			return nil
+		},
+	})
+	require.NoError(t, err)
+	p.Start()
+	require.NoError(t, q.Push("", 0, 1))
+	require.NoError(t, q.Push("", 0, 2))
+	for i := 0; i < 2; i++ {
+		g := <-out
+		require.NoError(t, g.errDone)
+		assert.True(t, g.dl.Equal(g.deadline), "ctx deadline %v item deadline %v", g.dl, g.deadline)
+	}
+	_, err = p.Shutdown(context.Background())
+	require.NoError(t, err)
+}
+
+func TestPoolShutdownAbandons(t *testing.T) {
+	q, err := New[int](Config{Tiers: tiers(1)})
+	require.NoError(t, err)
+	started := make(chan struct{})
+	ctxErr := make(chan error, 1)
+	p, err := NewPool(q, PoolConfig[int]{
+		Workers: 1,
+		Run: func(ctx context.Context, it Item[int]) error {
+			close(started)
+			<-ctx.Done() // a task that only stops when cancelled
+			ctxErr <- ctx.Err()
+			return ctx.Err()
+		},
+	})
+	require.NoError(t, err)
+	p.Start()
+	require.NoError(t, q.Push("running", 0, 0))
+	<-started
+	for _, id := range []string{"a", "b", "c"} {
+		require.NoError(t, q.Push(id, 0, 0))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	abandoned, err := p.Shutdown(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	var ids []string
+	for _, it := range abandoned {
+		ids = append(ids, it.ID)
+	}
+	assert.Equal(t, []string{"a", "b", "c"}, ids)
+	require.ErrorIs(t, <-ctxErr, context.Canceled, "running task is cancelled")
+	<-p.Done()
+	assert.Zero(t, q.Len())
+}
+
+func TestPoolShutdownBeforeStart(t *testing.T) {
+	q, err := New[int](Config{Tiers: tiers(1)})
+	require.NoError(t, err)
+	p, err := NewPool(q, PoolConfig[int]{Run: func(context.Context, Item[int]) error { return nil }})
+	require.NoError(t, err)
+	require.NoError(t, q.Push("a", 0, 1))
+	abandoned, err := p.Shutdown(context.Background())
+	require.NoError(t, err)
+	require.Len(t, abandoned, 1)
+	p.Start() // no-op after Shutdown
+	<-p.Done()
+	abandoned, err = p.Shutdown(context.Background())
+	require.NoError(t, err)
+	assert.Empty(t, abandoned)
+}
+
+// Under saturation from a Pool's point of view each tier gets its quota.
+func TestPoolQuotaUnderSaturation(t *testing.T) {
+	quotas := []int{40, 40, 20}
+	q, err := New[int](Config{Tiers: tiers(quotas...)})
+	require.NoError(t, err)
+	const perTier = 3000
+	for ti := range quotas {
+		for i := 0; i < perTier; i++ {
+			require.NoError(t, q.Push("", ti, i))
+		}
+	}
+	var mu sync.Mutex
+	var order []int
+	p, err := NewPool(q, PoolConfig[int]{Workers: 2, Run: func(_ context.Context, it Item[int]) error {
+		mu.Lock()
+		order = append(order, it.Tier)
+		mu.Unlock()
+		return nil
+	}})
+	require.NoError(t, err)
+	p.Start()
+	_, err = p.Shutdown(context.Background())
+	require.NoError(t, err)
+	require.Len(t, order, 3*perTier)
+	// While all tiers had work (the first 5000 pops: P2 still had items),
+	// shares match the quotas within the slack of concurrent appends.
+	window := order[:5000]
+	for ti, w := range quotas {
+		share := float64(count(window, ti)) / float64(len(window))
+		assert.GreaterOrEqual(t, share, float64(w)/100-0.01, "tier %d", ti)
+	}
+}
+
+func TestPoolReportsServiceTimes(t *testing.T) {
+	clk := newFakeClock()
+	q, err := New[int](Config{Tiers: tiers(1), Clock: clk})
+	require.NoError(t, err)
+	done := make(chan struct{}, 4)
+	p, err := NewPool(q, PoolConfig[int]{Workers: 2, Run: func(context.Context, Item[int]) error {
+		clk.Advance(10 * time.Second) // the task "takes" 10 s of fake time
+		done <- struct{}{}
+		return nil
+	}})
+	require.NoError(t, err)
+	p.Start()
+	require.NoError(t, q.Push("", 0, 1))
+	<-done
+	require.NoError(t, q.Push("", 0, 2))
+	<-done
+	require.Eventually(t, func() bool {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return q.svcN >= 1
+	}, 5*time.Second, time.Millisecond)
+	require.NoError(t, q.Push("w", 0, 3)) // will be served; estimate taken before
+	_, err = p.Shutdown(context.Background())
+	require.NoError(t, err)
+	q.mu.Lock()
+	mean := q.svcSum / int64(q.svcN)
+	q.mu.Unlock()
+	assert.GreaterOrEqual(t, mean, int64(10*time.Second))
+}
