@@ -90,6 +90,7 @@ func checkChangeAgainstKeys(t *testing.T, ch RingChange, before, after []string)
 }
 
 func TestSetMembersReportsChange(t *testing.T) {
+	skipQualityUnderRace(t)
 	rec := &ringRecorder{}
 	ids := ringIDs(20, 6)
 	r := newTestRing(t, RingConfig{Nodes: ringNodesOf(ids), OnChange: rec.onChange})
@@ -156,6 +157,7 @@ func TestRingChangeFromAndToEmpty(t *testing.T) {
 }
 
 func TestRingChangeSingleOperations(t *testing.T) {
+	skipQualityUnderRace(t)
 	rec := &ringRecorder{}
 	ids := ringIDs(21, 5)
 	r := newTestRing(t, RingConfig{VirtualNodes: 100, Nodes: ringNodesOf(ids), OnChange: rec.onChange})

@@ -1,0 +1,6 @@
+//go:build !race
+
+package router
+
+// ringRaceEnabled is true when the race detector is on.
+const ringRaceEnabled = false
