@@ -553,73 +553,93 @@ func (cl *loadClient) bcastWait(ctx context.Context, a bcastWaitArgs) (bcastWait
 	return bcastWaitReply{Expected: expect, Received: r.count.Load(), Latency: r.lat.Snapshot()}, nil
 }
 
-// churn closes a random connection and dials a replacement to the same
-// server, a.Rate times per second, for the duration.
+// churn replaces connections continuously for the duration: every wave
+// (250 ms) it closes rate×wave random connections gracefully, waits until
+// they are gone, then dials as many replacements to the same servers.
+//
+// Closes and dials alternate instead of overlapping because nbio (on both
+// ends) can apply a hang-up event harvested for a socket that was just
+// closed to a new socket that the kernel gave the same descriptor number;
+// overlapping closes and dials would then break connections the harness did
+// not mean to close and blame the server for it.
 func (cl *loadClient) churn(ctx context.Context, a churnArgs) churnReply {
-	var closed, opened, failed atomic.Int64
+	var r churnReply
 	if a.Rate <= 0 {
-		return churnReply{}
+		return r
 	}
+	const wave = 250 * time.Millisecond
+	const quiet = 50 * time.Millisecond
+	conc := max(a.Concurrency, 1)
 	dur := time.Duration(a.DurationMS) * time.Millisecond
-	ctx, cancel := context.WithTimeout(ctx, dur)
-	defer cancel()
-	work := make(chan struct{}, 1024)
-	var wg sync.WaitGroup
-	for range max(a.Concurrency, 1) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range work {
-				cl.mu.Lock()
-				if len(cl.conns) == 0 {
-					cl.mu.Unlock()
-					continue
-				}
-				ws := cl.conns[mrand.IntN(len(cl.conns))]
-				cl.mu.Unlock()
-				info, _ := ws.Session().(*connInfo)
-				if info == nil {
-					continue
-				}
-				if info.closing.Swap(true) {
-					continue // another worker picked the same connection
-				}
-				closeGracefully(ws, info, 5*time.Second)
-				closed.Add(1)
-				dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
-				err := cl.dial(dctx, info.dst, info.src, 10*time.Second)
-				dcancel()
-				if err != nil {
-					failed.Add(1)
-					continue
-				}
-				opened.Add(1)
-			}
-		}()
-	}
 	start := time.Now()
-	tk := time.NewTicker(time.Millisecond)
-	var issued int64
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case now := <-tk.C:
-			due := int64(a.Rate * now.Sub(start).Seconds())
-			for ; issued < due; issued++ {
-				select {
-				case work <- struct{}{}:
-				default:
-					// Workers are behind; skipping keeps the rate an upper bound.
+	var due float64
+	for time.Since(start) < dur && ctx.Err() == nil {
+		waveStart := time.Now()
+		due += a.Rate * wave.Seconds()
+		n := int(due)
+		due -= float64(n)
+		victims := cl.pickVictims(n)
+		var wg sync.WaitGroup
+		for _, ws := range victims {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				closeGracefully(ws, ws.Session().(*connInfo), 5*time.Second)
+			}()
+		}
+		wg.Wait()
+		r.Closed += int64(len(victims))
+		if sleepCtx(ctx, quiet) != nil {
+			break
+		}
+		jobs := make(chan *connInfo, len(victims))
+		for _, ws := range victims {
+			jobs <- ws.Session().(*connInfo)
+		}
+		close(jobs)
+		var opened, failed atomic.Int64
+		for range min(conc, len(victims)) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for info := range jobs {
+					dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+					err := cl.dial(dctx, info.dst, info.src, 10*time.Second)
+					cancel()
+					if err != nil {
+						failed.Add(1)
+						continue
+					}
+					opened.Add(1)
 				}
-			}
+			}()
+		}
+		wg.Wait()
+		r.Opened += opened.Load()
+		r.Failed += failed.Load()
+		if rest := wave - time.Since(waveStart); rest > quiet {
+			_ = sleepCtx(ctx, rest)
+		} else {
+			_ = sleepCtx(ctx, quiet)
 		}
 	}
-	tk.Stop()
-	close(work)
-	wg.Wait()
-	return churnReply{Closed: closed.Load(), Opened: opened.Load(), Failed: failed.Load()}
+	return r
+}
+
+// pickVictims marks up to n distinct random open connections as closing.
+func (cl *loadClient) pickVictims(n int) []*websocket.Conn {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	out := make([]*websocket.Conn, 0, n)
+	for tries := 0; len(out) < n && tries < 4*n && len(cl.conns) > 0; tries++ {
+		ws := cl.conns[mrand.IntN(len(cl.conns))]
+		info, ok := ws.Session().(*connInfo)
+		if !ok || info.closing.Swap(true) {
+			continue
+		}
+		out = append(out, ws)
+	}
+	return out
 }
 
 type closeAllReply struct {

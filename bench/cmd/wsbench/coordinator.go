@@ -20,7 +20,8 @@ import (
 
 // config is everything the coordinator needs for one run.
 type config struct {
-	Self                   string
+	Self                   string   // executable re-run for the children
+	ChildEnv               []string // extra environment for the children (tests)
 	Targets                []string
 	Scenarios              []string
 	Conns                  int
@@ -157,6 +158,7 @@ type runState struct {
 // target is recorded with Error set and the next target still runs, unless
 // ctx is cancelled.
 func coordinate(ctx context.Context, cfg config, log io.Writer) ([]Result, error) {
+	log = &lockedWriter{w: log}
 	soft, _, err := plan.NoFile()
 	if err != nil {
 		return nil, err
@@ -215,7 +217,7 @@ func runTarget(ctx context.Context, cfg config, target string, p plan.Plan, nsrc
 	defer cancel()
 	for i := range p.Servers {
 		c, err := st.group.Start(fmt.Sprintf("%s-server-%d", target, i), cfg.Self,
-			[]string{"-role", "server", "-target", target, "-addrs", strings.Join(listen, ",")}, nil, prefixWriter(log, fmt.Sprintf("[%s-server-%d] ", target, i)))
+			[]string{"-role", "server", "-target", target, "-addrs", strings.Join(listen, ",")}, cfg.ChildEnv, prefixWriter(log, fmt.Sprintf("[%s-server-%d] ", target, i)))
 		if err != nil {
 			return nil, err
 		}
@@ -223,7 +225,7 @@ func runTarget(ctx context.Context, cfg config, target string, p plan.Plan, nsrc
 	}
 	for i := range p.Clients {
 		c, err := st.group.Start(fmt.Sprintf("%s-client-%d", target, i), cfg.Self,
-			[]string{"-role", "client"}, nil, prefixWriter(log, fmt.Sprintf("[%s-client-%d] ", target, i)))
+			[]string{"-role", "client"}, cfg.ChildEnv, prefixWriter(log, fmt.Sprintf("[%s-client-%d] ", target, i)))
 		if err != nil {
 			return nil, err
 		}
@@ -287,6 +289,19 @@ func runTarget(ctx context.Context, cfg config, target string, p plan.Plan, nsrc
 		_ = s.Call(shCtx, "shutdown", nil, nil)
 	}
 	return out, nil
+}
+
+// lockedWriter serialises writes from the coordinator's goroutines and the
+// children's stderr copiers.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 func jsonUnmarshal(b []byte, v any) error {
@@ -624,7 +639,7 @@ func (st *runState) churn(ctx context.Context, r *Result) error {
 	shares := plan.Split(int(math.Round(st.cfg.ChurnRate*1000)), len(st.clients))
 	replies := make([]churnReply, len(st.clients))
 	if err := forEach(st.clients, func(i int, c *ctl.Child) error {
-		return c.Call(ctx, "churn", churnArgs{Rate: float64(shares[i]) / 1000, DurationMS: int(st.cfg.ChurnDuration / time.Millisecond), Concurrency: 8}, &replies[i])
+		return c.Call(ctx, "churn", churnArgs{Rate: float64(shares[i]) / 1000, DurationMS: int(st.cfg.ChurnDuration / time.Millisecond), Concurrency: st.cfg.ConnectConcurrency}, &replies[i])
 	}); err != nil {
 		return err
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lesismal/nbio/logging"
+
 	"github.com/switchboard-go/switchboard/bench/internal/ctl"
 	"github.com/switchboard-go/switchboard/bench/internal/procstat"
 )
@@ -79,6 +81,7 @@ func runServer(ctx context.Context, targetName, addrList string) error {
 	if !ok {
 		return fmt.Errorf("unknown target %q (built: %s)", targetName, strings.Join(targetNames(), ", "))
 	}
+	logging.SetLevel(logging.LevelError)
 	t := factory()
 	srv := ctl.NewServer(os.Stdout)
 	if err := t.Start(strings.Split(addrList, ",")); err != nil {
@@ -121,8 +124,10 @@ func runServer(ctx context.Context, targetName, addrList string) error {
 			}
 			// Commands run concurrently; broadcasts are issued one at a time
 			// by the coordinator, so the buffer is not shared.
-			payload = payload[:0]
-			payload = append(payload, make([]byte, a.Size)...)
+			if cap(payload) < a.Size {
+				payload = make([]byte, a.Size)
+			}
+			payload = payload[:a.Size]
 			start := time.Now()
 			putPayload(payload, kindBroadcast, start.UnixNano(), a.Seq)
 			n, err := t.Broadcast(payload)
