@@ -437,7 +437,7 @@ func (a *Assigner) pick(req *Request, now time.Time) (g *agentState, preferred b
 		}
 	}
 	if a.pref != nil {
-		if id := a.pref.PreferredAgent(req); id != "" {
+		if id := a.pref.PreferredAgent(*req); id != "" {
 			if p := a.agents[id]; p != nil && p.available() && p.inTeam(req.Team) &&
 				p.hasAll(required) && !slices.Contains(req.Exclude, id) {
 				return p, true, time.Time{}

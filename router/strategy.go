@@ -26,7 +26,7 @@ type Preferrer interface {
 	// PreferredAgent returns the agent to try first for req, or "" for none.
 	// The agent is used only if it is online with free capacity, has the
 	// required skills and team, and is not excluded.
-	PreferredAgent(req *Request) string
+	PreferredAgent(req Request) string
 	// Assigned tells the strategy that customerID's conversation is now
 	// held by agentID (on every assignment, accepted offer, transfer and
 	// release of a conversation whose CustomerID is known).
@@ -148,7 +148,7 @@ func (s *assignSticky) Less(a, b *AgentLoad) bool { return s.fallback.Less(a, b)
 // fallbackName is the metric label used when the fallback ordered the pool.
 func (s *assignSticky) fallbackName() string { return s.fallback.Name() }
 
-func (s *assignSticky) PreferredAgent(req *Request) string {
+func (s *assignSticky) PreferredAgent(req Request) string {
 	if req.CustomerID == "" {
 		return ""
 	}

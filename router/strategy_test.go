@@ -181,12 +181,12 @@ func TestStickyLookupAndBound(t *testing.T) {
 	p.Assigned("u1", "a")
 	p.Assigned("u2", "b")
 	p.Assigned("u1", "b") // update, not a new entry
-	assert.Equal(t, "b", p.PreferredAgent(&Request{CustomerID: "u1"}))
+	assert.Equal(t, "b", p.PreferredAgent(Request{CustomerID: "u1"}))
 	p.Assigned("u3", "a") // table full: forgets the oldest entry, u1
-	assert.Equal(t, "", p.PreferredAgent(&Request{CustomerID: "u1"}))
-	assert.Equal(t, "b", p.PreferredAgent(&Request{CustomerID: "u2"}))
-	assert.Equal(t, "a", p.PreferredAgent(&Request{CustomerID: "u3"}))
-	assert.Equal(t, "", p.PreferredAgent(&Request{}))
+	assert.Equal(t, "", p.PreferredAgent(Request{CustomerID: "u1"}))
+	assert.Equal(t, "b", p.PreferredAgent(Request{CustomerID: "u2"}))
+	assert.Equal(t, "a", p.PreferredAgent(Request{CustomerID: "u3"}))
+	assert.Equal(t, "", p.PreferredAgent(Request{}))
 	assert.Equal(t, "sticky", s.Name())
 }
 

@@ -1,0 +1,94 @@
+package router_test
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/switchboard-go/switchboard/router"
+)
+
+// Assign conversations by least load, release one and drain the waiting
+// queue from the capacity event.
+func ExampleAssigner() {
+	var a *router.Assigner
+	waiting := []string{}
+	a, _ = router.NewAssigner(router.AssignerConfig{
+		Strategy: router.LeastLoaded(),
+		OnCapacity: func(e router.CapacityEvent) {
+			// Runs after Release returns its lock: drain the queue now.
+			for len(waiting) > 0 {
+				id, err := a.Assign(router.Request{ConversationID: waiting[0]})
+				if err != nil {
+					return
+				}
+				fmt.Printf("%s drained to %s (%s)\n", waiting[0], id, e.Reason)
+				waiting = waiting[1:]
+			}
+		},
+	})
+	defer a.Close()
+	_ = a.UpsertAgent(router.Agent{ID: "alice", Presence: router.Online, Capacity: 1, Skills: []string{"en"}})
+	_ = a.UpsertAgent(router.Agent{ID: "bruno", Presence: router.Online, Capacity: 1, Skills: []string{"en", "de"}})
+
+	for _, c := range []string{"c1", "c2", "c3"} {
+		id, err := a.Assign(router.Request{ConversationID: c, RequiredSkills: []string{"en"}})
+		if errors.Is(err, router.ErrNoAgent) {
+			fmt.Println(c, "waits")
+			waiting = append(waiting, c)
+			continue
+		}
+		fmt.Println(c, "→", id)
+	}
+	_ = a.Release("c1")
+	// Output:
+	// c1 → alice
+	// c2 → bruno
+	// c3 waits
+	// c3 drained to alice (released)
+}
+
+// Offer a conversation; when the agent misses it, offer it to the next one.
+func ExampleAssigner_Offer() {
+	expired := make(chan router.ExpiredOffer, 1)
+	a, _ := router.NewAssigner(router.AssignerConfig{
+		OfferTimeout:   10 * time.Millisecond,
+		OnOfferExpired: func(e router.ExpiredOffer) { expired <- e },
+	})
+	defer a.Close()
+	_ = a.UpsertAgent(router.Agent{ID: "alice", Presence: router.Online, Capacity: 2})
+	_ = a.UpsertAgent(router.Agent{ID: "bruno", Presence: router.Online, Capacity: 2})
+
+	o, _ := a.Offer(router.Request{ConversationID: "c1"})
+	fmt.Println("offered to", o.AgentID)
+	e := <-expired // alice did not answer in time
+	fmt.Println(e.Reason, "excluding", e.Retry.Exclude)
+	o, _ = a.Offer(e.Retry)
+	fmt.Println("offered to", o.AgentID)
+	fmt.Println(a.Accept(o.ID))
+	info, _ := a.Agent("alice")
+	fmt.Println("alice missed", info.MissedOffers)
+	// Output:
+	// offered to alice
+	// timed_out excluding [alice]
+	// offered to bruno
+	// <nil>
+	// alice missed 1
+}
+
+// A returning customer goes back to the agent they last talked to.
+func ExampleSticky() {
+	a, _ := router.NewAssigner(router.AssignerConfig{
+		Strategy: router.Sticky(router.StickyConfig{Fallback: router.RoundRobin()}),
+	})
+	defer a.Close()
+	for _, id := range []string{"alice", "bruno", "chen"} {
+		_ = a.UpsertAgent(router.Agent{ID: id, Presence: router.Online, Capacity: 5})
+	}
+	first, _ := a.Assign(router.Request{ConversationID: "c1", CustomerID: "cust-42"})
+	other, _ := a.Assign(router.Request{ConversationID: "c2", CustomerID: "cust-7"})
+	_ = a.Release("c1")
+	again, _ := a.Assign(router.Request{ConversationID: "c3", CustomerID: "cust-42"})
+	fmt.Println(first, other, again)
+	// Output: alice bruno alice
+}
