@@ -11,7 +11,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/lesismal/nbio"
-	"github.com/lesismal/nbio/mempool"
 	"github.com/lesismal/nbio/nbhttp/websocket"
 )
 
@@ -147,11 +146,11 @@ func (c *Conn) Send(typ MessageType, data []byte) error {
 	if c.state.Load() != stateOpen {
 		return ErrClosed
 	}
-	pbuf := mempool.Malloc(frameHeaderLen(len(data)) + len(data))
+	pbuf := getFrameBuf(frameHeaderLen(len(data)) + len(data))
 	n := putFrameHeader(*pbuf, byte(typ), len(data))
 	copy((*pbuf)[n:], data)
-	err := c.write(*pbuf, false)
-	mempool.Free(pbuf)
+	err := c.write(*pbuf, false) // nbio copies what the kernel does not take
+	putFrameBuf(pbuf)
 	return c.afterWrite(err)
 }
 
@@ -198,13 +197,13 @@ func (c *Conn) write(frame []byte, ctl bool) error {
 }
 
 // written is nbio's report that n queued bytes reached the kernel.
-func (c *Conn) written(n int) {
+func (c *Conn) written(g *Gateway, n int) {
 	if q := c.queued.Add(-int64(n)); q < 0 {
 		// Bytes nbio wrote on its own (handshake, its 1009 close) were never
 		// counted; do not let them loosen the cap.
 		c.queued.CompareAndSwap(q, 0)
 	}
-	c.lastProgress.Store(c.g.now.Load())
+	c.lastProgress.Store(g.now.Load())
 }
 
 // Close starts the closing handshake with code and reason (truncated to
@@ -339,4 +338,24 @@ func putFrameHeader(b []byte, opcode byte, n int) int {
 	b[1] = 127
 	binary.BigEndian.PutUint64(b[2:], uint64(n))
 	return 10
+}
+
+const maxPooledFrame = 64 << 10
+
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// getFrameBuf returns a pooled buffer of length n.
+func getFrameBuf(n int) *[]byte {
+	p := framePool.Get().(*[]byte)
+	if cap(*p) < n {
+		*p = make([]byte, n)
+	}
+	*p = (*p)[:n]
+	return p
+}
+
+func putFrameBuf(p *[]byte) {
+	if cap(*p) <= maxPooledFrame {
+		framePool.Put(p)
+	}
 }

@@ -105,7 +105,16 @@ func New(cfg Config) (*Gateway, error) {
 	// Text payloads are checked by the gateway, which answers 1007 (nbio
 	// would answer 1002).
 	g.engine.CheckUtf8 = func([]byte) bool { return true }
-	g.engine.Engine.OnWrittenSize(onWrittenSize)
+	g.engine.Engine.OnWrittenSize(func(nc *nbio.Conn, _ []byte, n int) {
+		// Runs inside nbio writes, possibly under the websocket conn's lock:
+		// read the sessions without locking and touch only atomics.
+		if ws, ok := nc.Session().(*websocket.Conn); ok {
+			if c, ok := ws.Session().(*Conn); ok {
+				c.written(g, n)
+			}
+		}
+	})
+	g.engine.OnOpen(func(net.Conn) { raceHandoff() })
 
 	up := websocket.NewUpgrader()
 	up.Engine = g.engine
@@ -428,7 +437,7 @@ func (g *Gateway) originAllowed(r *http.Request) bool {
 // net/http goroutine setting the session; wait for it then.
 func connOf(ws *websocket.Conn) *Conn {
 	for i := 0; ; i++ {
-		if c, ok := ws.Session().(*Conn); ok {
+		if c, ok := ws.SessionWithLock().(*Conn); ok {
 			return c
 		}
 		switch {
@@ -438,14 +447,6 @@ func connOf(ws *websocket.Conn) *Conn {
 			time.Sleep(time.Millisecond)
 		default:
 			return nil
-		}
-	}
-}
-
-func onWrittenSize(nc *nbio.Conn, _ []byte, n int) {
-	if ws, ok := nc.Session().(*websocket.Conn); ok {
-		if c, ok := ws.Session().(*Conn); ok {
-			c.written(n)
 		}
 	}
 }
@@ -563,7 +564,7 @@ func (g *Gateway) onPeerClose(ws *websocket.Conn, code int, reason string) {
 // onClose is nbio's close callback, run on the executor after the
 // connection's last message job.
 func (g *Gateway) onClose(ws *websocket.Conn, err error) {
-	c, _ := ws.Session().(*Conn)
+	c, _ := ws.SessionWithLock().(*Conn)
 	if c == nil {
 		return // closed before serveWS set the session; serveWS finishes it
 	}

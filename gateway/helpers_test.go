@@ -1,0 +1,186 @@
+package gateway
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/lesismal/nbio/logging"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	logging.SetLevel(logging.LevelNone)
+	// nbio's package-level websocket.DefaultEngine starts two task-pool
+	// goroutines at init; gateways never create task pools (they bring
+	// their own executor), so anything else left running is a leak.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/lesismal/nbio/taskpool.New.func3"))
+}
+
+// fakeClock is a manually advanced Clock.
+type fakeClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	tickers []*fakeTicker
+}
+
+type fakeTicker struct {
+	c       chan time.Time
+	d       time.Duration
+	next    time.Time
+	stopped bool
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{now: time.Unix(1_700_000_000, 0)} }
+
+func (f *fakeClock) Now() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.now
+}
+
+func (f *fakeClock) NewTicker(d time.Duration) Ticker {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t := &fakeTicker{c: make(chan time.Time, 1), d: d, next: f.now.Add(d)}
+	f.tickers = append(f.tickers, t)
+	return t
+}
+
+func (t *fakeTicker) C() <-chan time.Time { return t.c }
+func (t *fakeTicker) Stop()               { t.stopped = true }
+
+// Advance moves time forward and fires due tickers (at most one pending tick each).
+func (f *fakeClock) Advance(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = f.now.Add(d)
+	for _, t := range f.tickers {
+		for !t.stopped && !t.next.After(f.now) {
+			select {
+			case t.c <- f.now:
+			default:
+			}
+			t.next = t.next.Add(t.d)
+		}
+	}
+}
+
+// closeEvent is one OnClose call.
+type closeEvent struct {
+	conn   *Conn
+	code   int
+	reason string
+}
+
+// harness is a started gateway on a loopback port with recorded callbacks.
+type harness struct {
+	t      testing.TB
+	g      *Gateway
+	url    string
+	opened chan *Conn
+	closed chan closeEvent
+}
+
+// start builds and starts a gateway; cfg's OnOpen/OnClose are wrapped to
+// record events. The gateway is shut down at test cleanup.
+func start(t testing.TB, cfg Config) *harness {
+	t.Helper()
+	h := &harness{t: t, opened: make(chan *Conn, 1024), closed: make(chan closeEvent, 1024)}
+	if cfg.Addrs == nil {
+		cfg.Addrs = []string{"127.0.0.1:0"}
+	}
+	if cfg.HandlerWorkers == 0 {
+		cfg.HandlerWorkers = 8
+	}
+	userOpen, userClose := cfg.OnOpen, cfg.OnClose
+	cfg.OnOpen = func(c *Conn) {
+		if userOpen != nil {
+			userOpen(c)
+		}
+		h.opened <- c
+	}
+	cfg.OnClose = func(c *Conn, code int, reason string) {
+		if userClose != nil {
+			userClose(c, code, reason)
+		}
+		h.closed <- closeEvent{c, code, reason}
+	}
+	g, err := New(cfg)
+	require.NoError(t, err)
+	require.NoError(t, g.Start())
+	h.g = g
+	if len(cfg.Addrs) > 0 {
+		scheme := "ws://"
+		if cfg.TLSConfig != nil {
+			scheme = "wss://"
+		}
+		h.url = scheme + g.Addrs()[0].String() + g.cfg.Path
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.NoError(t, g.Shutdown(ctx))
+	})
+	return h
+}
+
+// dial connects a gorilla client; it fails the test on error.
+func (h *harness) dial(hdr http.Header) *websocket.Conn {
+	h.t.Helper()
+	ws, resp, err := websocket.DefaultDialer.Dial(h.url, hdr)
+	require.NoError(h.t, err)
+	if resp != nil && resp.Body != nil {
+		_ = resp.Body.Close()
+	}
+	h.t.Cleanup(func() { _ = ws.Close() })
+	return ws
+}
+
+// dialOpen dials and waits for the server-side OnOpen.
+func (h *harness) dialOpen(hdr http.Header) (*websocket.Conn, *Conn) {
+	h.t.Helper()
+	ws := h.dial(hdr)
+	return ws, h.nextOpen()
+}
+
+func (h *harness) nextOpen() *Conn {
+	h.t.Helper()
+	select {
+	case c := <-h.opened:
+		return c
+	case <-time.After(5 * time.Second):
+		h.t.Fatal("no OnOpen")
+		return nil
+	}
+}
+
+func (h *harness) nextClose() closeEvent {
+	h.t.Helper()
+	select {
+	case e := <-h.closed:
+		return e
+	case <-time.After(5 * time.Second):
+		h.t.Fatal("no OnClose")
+		return closeEvent{}
+	}
+}
+
+// readClose reads until the server's close frame and returns its code.
+func readClose(t *testing.T, ws *websocket.Conn) int {
+	t.Helper()
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, _, err := ws.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		require.ErrorAs(t, err, &ce, "want a close frame")
+		return ce.Code
+	}
+}
