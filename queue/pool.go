@@ -148,13 +148,14 @@ func (p *Pool[T]) worker() {
 	defer p.exit()
 	w := &waiter{ch: make(chan struct{}, 1)}
 	tc := &taskCtx{parent: p.base, clock: p.q.clock}
-	svc := int64(-1)
+	start := int64(0)
 	for {
-		it, start, err := p.q.pop(p.popCtx, w, svc, &p.stop)
+		it, s, err := p.q.pop(p.popCtx, w, start, &p.stop)
 		if err != nil {
 			return
 		}
-		svc = p.run(tc, it, start)
+		start = s
+		p.run(tc, it, start)
 		if !tc.finish() {
 			tc = &taskCtx{parent: p.base, clock: p.q.clock}
 		}
@@ -174,8 +175,8 @@ func (p *Pool[T]) exit() {
 	}
 }
 
-// run executes one task and returns its service time in nanoseconds.
-func (p *Pool[T]) run(tc *taskCtx, it Item[T], start int64) int64 {
+// run executes one task handed out at start (Unix ns).
+func (p *Pool[T]) run(tc *taskCtx, it Item[T], start int64) {
 	switch {
 	case p.cfg.TaskTimeout > 0:
 		tc.deadline = time.Unix(0, start+int64(p.cfg.TaskTimeout))
@@ -214,7 +215,6 @@ func (p *Pool[T]) run(tc *taskCtx, it Item[T], start int64) int64 {
 			m.ok.Inc()
 		}
 	}
-	return p.q.clock.Now().UnixNano() - start
 }
 
 // errPanicked marks a recovered panic internally.

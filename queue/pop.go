@@ -127,7 +127,7 @@ func (q *Queue[T]) dispatch(ev event) {
 // state unless a deadline callback fires.
 func (q *Queue[T]) TryPop() (Item[T], bool) {
 	for {
-		now := q.clock.Now().UnixNano()
+		now := q.nanotime()
 		q.mu.Lock()
 		r := q.takeLocked(now)
 		q.mu.Unlock()
@@ -150,21 +150,29 @@ func (q *Queue[T]) TryPop() (Item[T], bool) {
 // A parked Pop costs no CPU; it allocates nothing in steady state.
 func (q *Queue[T]) Pop(ctx context.Context) (Item[T], error) {
 	w := waiterPool.Get().(*waiter)
-	it, _, err := q.pop(ctx, w, -1, nil)
+	it, _, err := q.pop(ctx, w, 0, nil)
 	waiterPool.Put(w)
 	return it, err
 }
 
-// pop is Pop with a caller-owned waiter, an optional service time to record
-// (svc >= 0) under the same lock, and an optional stop flag (Pool shutdown).
-// It also returns the time the item was taken.
-func (q *Queue[T]) pop(ctx context.Context, w *waiter, svc int64, stop *atomic.Bool) (Item[T], int64, error) {
+// pop is Pop with a caller-owned waiter and an optional stop flag (Pool
+// shutdown). A Pool worker passes prevStart, the hand-out time of the task it
+// just finished (0 for none): the first clock read here ends that task, so
+// its service time is recorded under the same lock without another read. It
+// returns the hand-out time of the item.
+func (q *Queue[T]) pop(ctx context.Context, w *waiter, prevStart int64, stop *atomic.Bool) (Item[T], int64, error) {
 	for {
-		now := q.clock.Now().UnixNano()
+		now := q.nanotime()
 		q.mu.Lock()
-		if svc >= 0 {
-			q.recordServiceLocked(svc)
-			svc = -1
+		if w.woken {
+			w.woken = false
+			q.waking--
+		}
+		if prevStart != 0 {
+			if d := now - prevStart; d >= 0 {
+				q.recordServiceLocked(d)
+			}
+			prevStart = 0
 		}
 		if stop != nil && stop.Load() {
 			q.mu.Unlock()
@@ -202,12 +210,11 @@ func (q *Queue[T]) pop(ctx context.Context, w *waiter, svc int64, stop *atomic.B
 				q.mu.Unlock()
 			} else {
 				// Woken concurrently with cancellation: pass the wake-up on.
-				var next *waiter
-				if q.count > 0 && len(q.popWaiters) > 0 {
-					next = q.popWaiters[len(q.popWaiters)-1]
-					q.popWaiters = q.popWaiters[:len(q.popWaiters)-1]
-					next.queued = false
+				if w.woken {
+					w.woken = false
+					q.waking--
 				}
+				next := q.wakePopperLocked()
 				q.mu.Unlock()
 				next.wake()
 			}
@@ -241,7 +248,7 @@ func (q *Queue[T]) armDeadlineLocked(at, now int64) {
 // onDeadlineTimer applies deadline actions to every expired item (eager
 // mode), then re-arms for the next deadline.
 func (q *Queue[T]) onDeadlineTimer() {
-	now := q.clock.Now().UnixNano()
+	now := q.nanotime()
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()

@@ -16,19 +16,21 @@ import (
 // Steady-state Push/Pop allocate nothing: item nodes live in a reusable slab
 // and each tier is a ring buffer of slab indices.
 type Queue[T any] struct {
-	mu    sync.Mutex
-	cfg   Config
-	clock Clock
-	tiers []tier
-	nodes []node[T]
-	free  []int32
-	ids   map[string]int32
-	count int
-	vt    uint64 // virtual time of the last pick (stride scheduler)
-	seq   uint64
+	mu       sync.Mutex
+	cfg      Config
+	clock    Clock
+	nanotime func() int64
+	tiers    []tier
+	nodes    []node[T]
+	free     []int32
+	ids      map[string]int32
+	count    int
+	vt       uint64 // virtual time of the last pick (stride scheduler)
+	seq      uint64
 
 	closed     bool
 	popWaiters []*waiter
+	waking     int // Pop waiters woken that have not yet retaken the lock
 
 	// service-time window for EstimatedWait
 	svc         []int64
@@ -68,7 +70,8 @@ type node[T any] struct {
 // waiter parks one blocked Pop or PushWait caller.
 type waiter struct {
 	ch     chan struct{}
-	queued bool
+	queued bool // in a wait list
+	woken  bool // dequeued by wakePopperLocked, counted in Queue.waking
 }
 
 var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1)} }}
@@ -81,7 +84,7 @@ func New[T any](cfg Config) (*Queue[T], error) {
 	if err != nil {
 		return nil, err
 	}
-	q := &Queue[T]{cfg: c, clock: c.Clock, ids: make(map[string]int32), svc: make([]int64, c.ServiceWindow)}
+	q := &Queue[T]{cfg: c, clock: c.Clock, nanotime: nanoClock(c.Clock), ids: make(map[string]int32), svc: make([]int64, c.ServiceWindow)}
 	q.tiers = make([]tier, len(c.Tiers))
 	strides := strides(c.Tiers)
 	for i, tc := range c.Tiers {
@@ -102,7 +105,7 @@ func (q *Queue[T]) Push(id string, tier int, v T) error {
 	if uint(tier) >= uint(len(q.tiers)) {
 		return fmt.Errorf("%w: %d", ErrInvalidTier, tier)
 	}
-	now := q.clock.Now().UnixNano()
+	now := q.nanotime()
 	q.mu.Lock()
 	w, err := q.pushLocked(id, tier, v, now)
 	q.mu.Unlock()
@@ -123,7 +126,7 @@ func (q *Queue[T]) PushWait(ctx context.Context, id string, tier int, v T) error
 		}
 	}()
 	for {
-		now := q.clock.Now().UnixNano()
+		now := q.nanotime()
 		q.mu.Lock()
 		w, err := q.pushLocked(id, tier, v, now)
 		if err != ErrFull {
@@ -197,7 +200,7 @@ func (q *Queue[T]) Requeue(it Item[T]) error {
 	if uint(it.Tier) >= uint(len(q.tiers)) {
 		return fmt.Errorf("%w: %d", ErrInvalidTier, it.Tier)
 	}
-	now := q.clock.Now().UnixNano()
+	now := q.nanotime()
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
@@ -229,7 +232,7 @@ func (q *Queue[T]) Requeue(it Item[T]) error {
 	if it.ID != "" {
 		q.ids[it.ID] = idx
 	}
-	if t.len() > 0 && t.pass >= t.stride {
+	if t.pass >= t.stride {
 		t.pass -= t.stride // refund the pick that handed it out
 	}
 	q.insertLocked(it.Tier, idx)
@@ -269,13 +272,22 @@ func (q *Queue[T]) afterInsertLocked(ti int, dl, now int64) *waiter {
 		q.armDeadlineLocked(dl, now)
 	}
 	q.positionsChangedLocked()
-	if k := len(q.popWaiters); k > 0 {
-		w := q.popWaiters[k-1]
-		q.popWaiters = q.popWaiters[:k-1]
-		w.queued = false
-		return w
+	return q.wakePopperLocked()
+}
+
+// wakePopperLocked dequeues a parked Pop to wake, unless enough woken ones
+// are already on their way to take the waiting items.
+func (q *Queue[T]) wakePopperLocked() *waiter {
+	k := len(q.popWaiters)
+	if k == 0 || q.waking >= q.count {
+		return nil
 	}
-	return nil
+	w := q.popWaiters[k-1]
+	q.popWaiters = q.popWaiters[:k-1]
+	w.queued = false
+	w.woken = true
+	q.waking++
+	return w
 }
 
 // insertLocked places node idx in tier ti by (deadline, seq).
@@ -463,6 +475,8 @@ func (q *Queue[T]) Close() error {
 	wake = append(wake, q.popWaiters...)
 	for _, w := range q.popWaiters {
 		w.queued = false
+		w.woken = true
+		q.waking++
 	}
 	q.popWaiters = nil
 	for i := range q.tiers {

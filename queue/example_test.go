@@ -1,0 +1,78 @@
+package queue_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/switchboard-go/switchboard/queue"
+)
+
+// A worker pool over the whitepaper's three tiers.
+func ExampleNewPool() {
+	q, err := queue.New[string](queue.Config{})
+	if err != nil {
+		panic(err)
+	}
+	done := make(chan string, 3)
+	p, err := queue.NewPool(q, queue.PoolConfig[string]{
+		Workers: 1,
+		Run: func(ctx context.Context, it queue.Item[string]) error {
+			done <- fmt.Sprintf("%s:%s", q.Tiers()[it.Tier].Name, it.Value)
+			return nil
+		},
+	})
+	if err != nil {
+		panic(err)
+	}
+	_ = q.Push("", 2, "newsletter")
+	_ = q.Push("", 0, "vip reply")
+	p.Start()
+	fmt.Println(<-done)
+	fmt.Println(<-done)
+	abandoned, err := p.Shutdown(context.Background())
+	fmt.Println(len(abandoned), err)
+	// Output:
+	// P0:vip reply
+	// P2:newsletter
+	// 0 <nil>
+}
+
+// A waiting room: conversations wait minutes for an agent, customers see
+// their place in line, and a conversation no agent can take goes back to its
+// original place.
+func ExampleQueue_Position() {
+	tiers := queue.DefaultTiers()
+	for i := range tiers {
+		tiers[i].MaxWait = 10 * time.Minute
+	}
+	room, err := queue.New[string](queue.Config{Tiers: tiers})
+	if err != nil {
+		panic(err)
+	}
+	defer room.Close()
+	room.SetWorkers(2)                  // agents serving
+	room.RecordService(4 * time.Minute) // average handling time so far
+	_ = room.Push("conv-1", 2, "alice")
+	_ = room.Push("conv-2", 2, "bob")
+	_ = room.Push("conv-3", 0, "vip carol")
+	_ = room.Push("conv-4", 2, "dave")
+
+	pos, _ := room.Position("conv-4")
+	wait, _ := room.EstimatedWait("conv-4")
+	fmt.Printf("conv-4: %d ahead (%d in its tier), about %v\n", pos.Overall, pos.InTier, wait)
+
+	it, _ := room.TryPop() // an agent frees up: the VIP goes first
+	fmt.Println("offered:", it.ID)
+	_ = room.Requeue(it) // the agent declined: back to the front of P0
+	it, _ = room.TryPop()
+	fmt.Println("offered again:", it.ID)
+	room.Cancel("conv-2") // bob left
+	pos, _ = room.Position("conv-4")
+	fmt.Println("conv-4 now:", pos.Overall)
+	// Output:
+	// conv-4: 3 ahead (2 in its tier), about 8m0s
+	// offered: conv-3
+	// offered again: conv-3
+	// conv-4 now: 1
+}
