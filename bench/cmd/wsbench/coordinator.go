@@ -520,7 +520,7 @@ func (st *runState) runScenario(ctx context.Context, name string) (Result, error
 		r.Dropped += c.Dropped - ccpu0[i].Dropped
 		r.BadMessages += c.BadMessages - ccpu0[i].BadMessages
 		if c.Dropped > ccpu0[i].Dropped {
-			fmt.Fprintf(st.log, "[%s] %s: client %d: %d connections closed by the other side: %v\n", st.target, name, i, c.Dropped-ccpu0[i].Dropped, c.DropErrors)
+			fmt.Fprintf(st.log, "[%s] %s: client %d: %d connections closed by the other side (reasons since start: %v)\n", st.target, name, i, c.Dropped-ccpu0[i].Dropped, c.DropErrors)
 		}
 	}
 	r.Established = int(live)

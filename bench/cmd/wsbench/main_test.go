@@ -100,9 +100,11 @@ func TestTableAndRatios(t *testing.T) {
 	var buf bytes.Buffer
 	writeTable(&buf, rs)
 	out := buf.String()
-	assert.Contains(t, out, "RSS/conn 8.00× less")
-	assert.Contains(t, out, "completion p50 3.00× faster")
+	assert.Contains(t, out, "RSS per connection 8.00× lower (better)")
+	assert.Contains(t, out, "completion p50 3.00× lower (better)")
 	assert.Contains(t, out, "1.0 MiB")
+	assert.Equal(t, "2.00× higher (worse)", compare(2, 1))
+	assert.Equal(t, "n/a", compare(0, 1))
 }
 
 func TestHTMLIsSelfContained(t *testing.T) {

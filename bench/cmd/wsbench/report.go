@@ -90,6 +90,7 @@ func writeTable(w io.Writer, rs []Result) {
 }
 
 // ratioLines compares every target against baseline, scenario by scenario.
+// For every figure lower is better; the wording says which way it went.
 func ratioLines(rs []Result) []string {
 	base := map[string]Result{}
 	for _, r := range rs {
@@ -98,12 +99,6 @@ func ratioLines(rs []Result) []string {
 		}
 	}
 	var out []string
-	ratio := func(a, b float64) string {
-		if a <= 0 || b <= 0 {
-			return "n/a"
-		}
-		return fmt.Sprintf("%.2f×", a/b)
-	}
 	for _, r := range rs {
 		b, ok := base[r.Scenario]
 		if !ok || r.Target == "baseline" || r.Error != "" {
@@ -111,19 +106,31 @@ func ratioLines(rs []Result) []string {
 		}
 		switch r.Scenario {
 		case "idle":
-			out = append(out, fmt.Sprintf("%s vs baseline, idle: RSS/conn %s less (%.0f B vs %.0f B), goroutines %d vs %d",
-				r.Target, ratio(b.RSSPerConnBytes, r.RSSPerConnBytes), r.RSSPerConnBytes, b.RSSPerConnBytes, r.ServerGoroutines, b.ServerGoroutines))
+			out = append(out, fmt.Sprintf("%s vs baseline, idle: RSS per connection %s (%.0f B vs %.0f B); goroutines %d vs %d",
+				r.Target, compare(r.RSSPerConnBytes, b.RSSPerConnBytes), r.RSSPerConnBytes, b.RSSPerConnBytes, r.ServerGoroutines, b.ServerGoroutines))
 		case "echo":
-			out = append(out, fmt.Sprintf("%s vs baseline, echo: p99 %s lower (%.2f vs %.2f ms), server CPU %s less",
-				r.Target, ratio(b.P99MS, r.P99MS), r.P99MS, b.P99MS, ratio(b.ServerCPUSeconds, r.ServerCPUSeconds)))
+			out = append(out, fmt.Sprintf("%s vs baseline, echo: round-trip p99 %s (%.2f vs %.2f ms); server CPU %s (%.2f vs %.2f s)",
+				r.Target, compare(r.P99MS, b.P99MS), r.P99MS, b.P99MS, compare(r.ServerCPUSeconds, b.ServerCPUSeconds), r.ServerCPUSeconds, b.ServerCPUSeconds))
 		case "broadcast":
-			out = append(out, fmt.Sprintf("%s vs baseline, broadcast: completion p50 %s faster (%.2f vs %.2f ms), p99 %s (%.2f vs %.2f ms)",
-				r.Target, ratio(b.BroadcastP50, r.BroadcastP50), r.BroadcastP50, b.BroadcastP50, ratio(b.BroadcastP99, r.BroadcastP99), r.BroadcastP99, b.BroadcastP99))
+			out = append(out, fmt.Sprintf("%s vs baseline, broadcast: completion p50 %s (%.2f vs %.2f ms), p99 %s (%.2f vs %.2f ms)",
+				r.Target, compare(r.BroadcastP50, b.BroadcastP50), r.BroadcastP50, b.BroadcastP50, compare(r.BroadcastP99, b.BroadcastP99), r.BroadcastP99, b.BroadcastP99))
 		case "churn":
 			out = append(out, fmt.Sprintf("%s vs baseline, churn: RSS after churn %s vs %s", r.Target, mib(r.ChurnRSSAfterBytes), mib(b.ChurnRSSAfterBytes)))
 		}
 	}
 	return out
+}
+
+// compare words a lower-is-better figure of a target against the baseline.
+func compare(target, baseline float64) string {
+	switch {
+	case target <= 0 || baseline <= 0:
+		return "n/a"
+	case target <= baseline:
+		return fmt.Sprintf("%.2f× lower (better)", baseline/target)
+	default:
+		return fmt.Sprintf("%.2f× higher (worse)", target/baseline)
+	}
 }
 
 // ---- HTML report -------------------------------------------------------
