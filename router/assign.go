@@ -603,7 +603,9 @@ func (a *Assigner) moveLocked(convID, agentID string, force bool, kind assignKin
 	if exists {
 		from := c.agent
 		pre, before := agentSnapOf(from), from.assignable()
+		reason := CapacityReleased
 		if c.offer != nil {
+			reason = CapacityOfferEnded
 			a.offerEndLocked(c.offer)
 			if a.m != nil {
 				a.m.offersCanceled.Inc()
@@ -615,7 +617,7 @@ func (a *Assigner) moveLocked(convID, agentID string, force bool, kind assignKin
 		}
 		a.ix.update(from)
 		a.m.account(pre, agentSnapOf(from))
-		a.gained(from, before, CapacityReleased, ev)
+		a.gained(from, before, reason, ev)
 	}
 	pre := agentSnapOf(g)
 	now := a.clock.Now()
@@ -726,7 +728,13 @@ func (a *Assigner) changeLocked(g *agentState, ag *Agent, ev *assignEvents) {
 	pre, before := agentSnapOf(g), g.assignable()
 	wasOnline := g.presence == Online
 	oldCap := g.load.Capacity
-	skills, teams := agentNormalize(ag.Skills), agentNormalize(ag.Teams)
+	skills, teams := g.skills, g.teams
+	if !slices.Equal(ag.Skills, g.skills) {
+		skills = agentNormalize(ag.Skills)
+	}
+	if !slices.Equal(ag.Teams, g.teams) {
+		teams = agentNormalize(ag.Teams)
+	}
 	gainedSkills := assignHasNew(g.skills, skills) || assignHasNew(g.teams, teams)
 	if !slices.Equal(skills, g.skills) || !slices.Equal(teams, g.teams) {
 		g.skills, g.teams = skills, teams

@@ -128,7 +128,10 @@ func TestOfferReleaseAndManualCancel(t *testing.T) {
 	if o.AgentID == "a" {
 		other = "b"
 	}
+	f.rec.takeCapacity()
 	require.NoError(t, f.AssignManual("c2", other, false), "a supervisor overrides the offer")
+	assert.Equal(t, []CapacityEvent{{AgentID: o.AgentID, Free: 2, Reason: CapacityOfferEnded}}, f.rec.takeCapacity())
+	assert.Empty(t, f.rec.takeExpired(), "the host made the change: no expiry callback")
 	assert.ErrorIs(t, f.Accept(o.ID), ErrOfferExpired)
 	assert.Zero(t, f.info(t, o.AgentID).Reserved)
 	assert.Equal(t, []string{"c2"}, f.info(t, other).Conversations)
