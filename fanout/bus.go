@@ -27,6 +27,7 @@ type Bus struct {
 	closed   atomic.Bool
 	stop     chan struct{}
 	sweeper  sync.WaitGroup
+	releases sync.WaitGroup // brokerRelease calls started by dispatchers
 	shutOnce sync.Once
 	shutErr  error
 }
@@ -234,9 +235,13 @@ func (b *Bus) brokerRelease(t *topic) {
 // subRemoved accounts for a finished subscription. Dispatcher only.
 func (b *Bus) subRemoved(t *topic) {
 	b.m.subsDelta(-1)
-	if t.nsubs.Add(-1) == 0 && b.broker != nil {
-		// Network call: not on the dispatching goroutine.
-		go b.brokerRelease(t)
+	if t.nsubs.Add(-1) == 0 && b.broker != nil && !b.closed.Load() {
+		// Network call: not on the dispatching goroutine. Shutdown waits.
+		b.releases.Add(1)
+		go func() {
+			defer b.releases.Done()
+			b.brokerRelease(t)
+		}()
 	}
 }
 
@@ -415,6 +420,7 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 				b.enqueueLocked(t, op{kind: opCloseAll, reason: ErrShutdown})
 			}
 		}
+		b.releases.Wait()
 		if b.broker != nil {
 			if err := b.broker.Close(); err != nil && b.shutErr == nil {
 				b.shutErr = err
@@ -481,7 +487,7 @@ func (b *Bus) maybeDrop(sh *shard, t *topic, now time.Time) {
 	defer t.mu.Unlock()
 	t.hist.expire(now)
 	if t.removed || t.dispatching || len(t.ops) > 0 || t.nsubs.Load() > 0 ||
-		len(t.members) > 0 || t.hist.n > 0 || t.presenceUse {
+		len(t.members) > 0 || t.hist.n > 0 {
 		return
 	}
 	if t.histOpts.Size > 0 && now.Sub(t.lastPub) < t.histOpts.TTL {

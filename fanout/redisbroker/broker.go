@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -502,7 +503,7 @@ func parsePublication(s string) (fanout.Publication, bool) {
 	ns, s, ok2 := cutNum(s)
 	ep, s, ok3 := cutLen(s)
 	topic, payload, ok4 := cutLen(s)
-	if !ok1 || !ok2 || !ok3 || !ok4 || topic == "" {
+	if !ok1 || !ok2 || !ok3 || !ok4 || topic == "" || ns > math.MaxInt64 {
 		return fanout.Publication{}, false
 	}
 	return fanout.Publication{Topic: topic, Offset: off, Epoch: ep, Payload: []byte(payload), Time: time.Unix(0, int64(ns))}, true
