@@ -31,7 +31,7 @@ func (s *Store[K, V]) sweep() {
 					j = 1
 				}
 				e := &sh.ents[j]
-				if e.prev != freeSlot && e.expires != 0 && now >= e.expires {
+				if sh.live(j) && e.expires != 0 && now >= e.expires {
 					buf = append(buf, evicted[K, V]{key: e.key, value: e.value, reason: Expired, ok: true})
 					s.count(sh, Expired)
 					sh.remove(j)

@@ -109,7 +109,7 @@ type Config[K comparable, V any] struct {
 // conversations.
 type Store[K comparable, V any] struct {
 	shards   []shard[K, V]
-	mask     uint64
+	shift    uint // 64 - log2(shards): h>>shift is the shard index
 	kind     hashKind
 	seed     maphash.Seed
 	iseed    uint64
@@ -152,7 +152,7 @@ func New[K comparable, V any](cfg Config[K, V]) (*Store[K, V], error) {
 	}
 	s := &Store[K, V]{
 		shards:  make([]shard[K, V], n),
-		mask:    uint64(n - 1),
+		shift:   uint(64 - bits.Len(uint(n-1))),
 		kind:    hashKindOf[K](),
 		seed:    maphash.MakeSeed(),
 		ttl:     int64(cfg.TTL),
@@ -243,8 +243,11 @@ func (s *Store[K, V]) now() int64 {
 	return int64(s.clock.Now().Sub(s.epoch)) + 1
 }
 
-func (s *Store[K, V]) shardFor(k *K) *shard[K, V] {
-	return &s.shards[hashKey(s.kind, s.seed, s.iseed, k)&s.mask]
+// shardFor hashes k and returns the hash and k's shard. The shard is chosen
+// by the high bits; the shard's index uses the low ones.
+func (s *Store[K, V]) shardFor(k *K) (uint64, *shard[K, V]) {
+	h := hashKey(s.kind, s.seed, s.iseed, k)
+	return h, &s.shards[h>>s.shift]
 }
 
 func (s *Store[K, V]) count(sh *shard[K, V], r Reason) {
@@ -264,9 +267,9 @@ func (s *Store[K, V]) notify(ev *evicted[K, V]) {
 // restarts its TTL. An expired entry found here is removed (OnEvict with
 // Expired). Get does not allocate.
 func (s *Store[K, V]) Get(k K) (V, bool) {
-	sh := s.shardFor(&k)
+	h, sh := s.shardFor(&k)
 	sh.mu.Lock()
-	i, ok := sh.m[k]
+	i, ok := sh.find(h, k)
 	if !ok {
 		if s.metrics != nil {
 			sh.stats.misses.Add(1)
@@ -306,9 +309,9 @@ func (s *Store[K, V]) Get(k K) (V, bool) {
 // Peek is Get without side effects: it neither marks the entry used nor
 // restarts a sliding TTL, and it leaves an expired entry for the janitor.
 func (s *Store[K, V]) Peek(k K) (V, bool) {
-	sh := s.shardFor(&k)
+	h, sh := s.shardFor(&k)
 	sh.mu.Lock()
-	i, ok := sh.m[k]
+	i, ok := sh.find(h, k)
 	if ok {
 		e := &sh.ents[i]
 		if e.expires == 0 || s.now() < e.expires {
@@ -338,10 +341,10 @@ func (s *Store[K, V]) set(k K, v V, ttl int64) {
 		now = s.now()
 		expires = now + ttl
 	}
-	sh := s.shardFor(&k)
+	h, sh := s.shardFor(&k)
 	sh.mu.Lock()
 	var ev evicted[K, V]
-	if i, ok := sh.m[k]; ok {
+	if i, ok := sh.find(h, k); ok {
 		e := &sh.ents[i]
 		ev = evicted[K, V]{key: e.key, value: e.value, reason: Replaced, ok: true}
 		if e.expires != 0 {
@@ -355,7 +358,7 @@ func (s *Store[K, V]) set(k K, v V, ttl int64) {
 		e.value, e.expires, e.ttl = v, expires, ttl
 		sh.moveToFront(i)
 	} else {
-		ev = sh.insert(k, v, expires, ttl)
+		ev = sh.insert(h, k, v, expires, ttl)
 		if ev.ok && ev.expires != 0 {
 			if now == 0 {
 				now = s.now()
@@ -385,11 +388,11 @@ func (s *Store[K, V]) set(k K, v V, ttl int64) {
 // entry is unchanged. Update returns the value now stored and whether the
 // key is present.
 func (s *Store[K, V]) Update(k K, fn func(old V, ok bool) (V, bool)) (V, bool) {
-	sh := s.shardFor(&k)
+	h, sh := s.shardFor(&k)
 	var evs [2]evicted[K, V]
 	var now int64
 	sh.mu.Lock()
-	i, have := sh.m[k]
+	i, have := sh.find(h, k)
 	var old V
 	if have {
 		e := &sh.ents[i]
@@ -426,7 +429,7 @@ func (s *Store[K, V]) Update(k K, fn func(old V, ok bool) (V, bool)) (V, bool) {
 			}
 			expires = now + s.ttl
 		}
-		evs[1] = sh.insert(k, nv, expires, s.ttl)
+		evs[1] = sh.insert(h, k, nv, expires, s.ttl)
 		if evs[1].ok {
 			if evs[1].expires != 0 && s.now() >= evs[1].expires {
 				evs[1].reason = Expired
@@ -467,9 +470,9 @@ func callLocked[V any](mu *sync.Mutex, fn func(V, bool) (V, bool), old V, have b
 // goes to OnEvict with Deleted (or Expired, and Delete returns false, if it
 // had already expired).
 func (s *Store[K, V]) Delete(k K) bool {
-	sh := s.shardFor(&k)
+	h, sh := s.shardFor(&k)
 	sh.mu.Lock()
-	i, ok := sh.m[k]
+	i, ok := sh.find(h, k)
 	if !ok {
 		sh.mu.Unlock()
 		return false
@@ -489,9 +492,9 @@ func (s *Store[K, V]) Delete(k K) bool {
 // Touch marks k most recently used and restarts its TTL (whether or not the
 // store is Sliding). It reports whether k was present and not expired.
 func (s *Store[K, V]) Touch(k K) bool {
-	sh := s.shardFor(&k)
+	h, sh := s.shardFor(&k)
 	sh.mu.Lock()
-	i, ok := sh.m[k]
+	i, ok := sh.find(h, k)
 	if !ok {
 		sh.mu.Unlock()
 		return false
@@ -526,7 +529,7 @@ func (s *Store[K, V]) Range(fn func(key K, value V) bool) {
 		buf = buf[:0]
 		sh.mu.Lock()
 		var now int64
-		for j := sh.ents[0].next; j != 0; j = sh.ents[j].next {
+		for j := sh.links[0].next; j != 0; j = sh.links[j].next {
 			e := &sh.ents[j]
 			if e.expires != 0 {
 				if now == 0 {
@@ -555,7 +558,7 @@ func (s *Store[K, V]) Len() int {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		n += len(sh.m)
+		n += sh.n
 		sh.mu.Unlock()
 	}
 	return n

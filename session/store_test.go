@@ -392,7 +392,7 @@ func roundTrip[K comparable](t *testing.T, key func(int) K) {
 	}
 	used := 0
 	for i := range s.shards {
-		if len(s.shards[i].m) > 0 {
+		if s.shards[i].n > 0 {
 			used++
 		}
 	}
