@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"math/bits"
 	"runtime"
 	"sync"
@@ -245,6 +246,14 @@ func (s *Store[K, V]) now() int64 {
 
 // shardFor hashes k and returns the hash and k's shard. The shard is chosen
 // by the high bits; the shard's index uses the low ones.
+// deadline is now+ttl, saturating instead of overflowing for huge TTLs.
+func deadline(now, ttl int64) int64 {
+	if d := now + ttl; d >= now {
+		return d
+	}
+	return math.MaxInt64
+}
+
 func (s *Store[K, V]) shardFor(k *K) (uint64, *shard[K, V]) {
 	h := hashKey(s.kind, s.seed, s.iseed, k)
 	return h, &s.shards[h>>s.shift]
@@ -294,7 +303,7 @@ func (s *Store[K, V]) Get(k K) (V, bool) {
 			return zero, false
 		}
 		if s.sliding {
-			e.expires = now + e.ttl
+			e.expires = deadline(now, e.ttl)
 		}
 	}
 	v := e.value
@@ -339,7 +348,7 @@ func (s *Store[K, V]) set(k K, v V, ttl int64) {
 	var now, expires int64
 	if ttl > 0 {
 		now = s.now()
-		expires = now + ttl
+		expires = deadline(now, ttl)
 	}
 	h, sh := s.shardFor(&k)
 	sh.mu.Lock()
@@ -418,7 +427,7 @@ func (s *Store[K, V]) Update(k K, fn func(old V, ok bool) (V, bool)) (V, bool) {
 			if now == 0 {
 				now = s.now()
 			}
-			e.expires = now + e.ttl
+			e.expires = deadline(now, e.ttl)
 		}
 		sh.moveToFront(i)
 	case keep:
@@ -427,7 +436,7 @@ func (s *Store[K, V]) Update(k K, fn func(old V, ok bool) (V, bool)) (V, bool) {
 			if now == 0 {
 				now = s.now()
 			}
-			expires = now + s.ttl
+			expires = deadline(now, s.ttl)
 		}
 		evs[1] = sh.insert(h, k, nv, expires, s.ttl)
 		if evs[1].ok {
@@ -510,7 +519,7 @@ func (s *Store[K, V]) Touch(k K) bool {
 			s.notify(&ev)
 			return false
 		}
-		e.expires = now + e.ttl
+		e.expires = deadline(now, e.ttl)
 	}
 	sh.moveToFront(i)
 	sh.mu.Unlock()

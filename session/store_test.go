@@ -550,3 +550,14 @@ func TestConcurrentMix(t *testing.T) {
 	})
 	assert.Empty(t, errs)
 }
+
+func TestHugeTTLDoesNotOverflow(t *testing.T) {
+	clk := newFakeClock()
+	s := newStore(t, Config[string, int]{TTL: time.Duration(1<<63 - 1), Sliding: true, Clock: clk})
+	s.Set("k", 1)
+	clk.Advance(time.Hour)
+	_, ok := s.Get("k")
+	assert.True(t, ok)
+	_, ok = s.Get("k")
+	assert.True(t, ok)
+}
