@@ -3,7 +3,7 @@
 // ID, client message ID, stream offset, timestamps, W3C traceparent, text) —
 // marshalling and unmarshalling it with encoding/json, json-iterator
 // (ConfigCompatibleWithStandardLibrary) and bytedance/sonic (ConfigStd,
-// which the reference server uses, and the faster ConfigDefault).
+// which the reference server uses, and the faster ConfigFastest).
 //
 // Run:
 //
