@@ -281,3 +281,21 @@ func Transition[K comparable](s *Store[K, *Conversation], key K, ch Change) (*Co
 	})
 	return out, err
 }
+
+// WakeDue applies Wake (actor, reason "snooze ended") to every conversation
+// in s whose snooze has ended at now, and returns how many it woke. Each
+// wake is conditional on the version Range saw, so a conversation changed
+// concurrently (say, woken by a customer reply) is left alone. It walks the
+// whole store, so call it from a periodic task sized to the store.
+func WakeDue[K comparable](s *Store[K, *Conversation], now time.Time, actor string) int {
+	woken := 0
+	s.Range(func(k K, c *Conversation) bool {
+		if c != nil && c.SnoozeDue(now) {
+			if _, err := Transition(s, k, Change{Event: Wake, Actor: actor, Reason: "snooze ended", At: now, IfVersion: c.Version}); err == nil {
+				woken++
+			}
+		}
+		return true
+	})
+	return woken
+}

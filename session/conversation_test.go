@@ -346,3 +346,27 @@ func TestRaceToAccept(t *testing.T) {
 		})
 	}
 }
+
+func TestWakeDue(t *testing.T) {
+	s := newStore(t, Config[string, *Conversation]{JanitorInterval: -1})
+	for i, until := range []time.Duration{time.Minute, time.Hour, 0} {
+		c := inState(Active, i != 1)
+		c.ID = fmt.Sprint(i)
+		require.NoError(t, c.ApplyChange(Change{Event: Snooze, Actor: "alice", At: t0, Until: t0.Add(until)}))
+		if until == 0 {
+			c.SnoozedUntil = time.Time{} // until the customer replies
+		}
+		s.Set(c.ID, c)
+	}
+	s.Set("active", inState(Active, true))
+	assert.Equal(t, 0, WakeDue(s, t0.Add(30*time.Second), "system"))
+	assert.Equal(t, 1, WakeDue(s, t0.Add(time.Minute), "system"))
+	c, _ := s.Get("0")
+	assert.Equal(t, Active, c.State)
+	assert.Equal(t, "snooze ended", c.History[len(c.History)-1].Reason)
+	assert.Equal(t, 1, WakeDue(s, t0.Add(2*time.Hour), "system"))
+	c, _ = s.Get("1")
+	assert.Equal(t, Queued, c.State, "no assignee: back to the queue")
+	c, _ = s.Get("2")
+	assert.Equal(t, Snoozed, c.State, "snoozed until a reply")
+}

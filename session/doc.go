@@ -34,7 +34,7 @@
 // Transition applies a change to a clone inside Store.Update, so concurrent
 // transitions on one conversation are serialised and exactly one of two
 // racing accepts wins. Change.IfVersion adds an optimistic check against a
-// version read earlier.
+// version read earlier. WakeDue wakes the conversations whose snooze ended.
 //
 // # Errors
 //
