@@ -298,3 +298,18 @@ func BenchmarkSamplingHandlerDropParallel(b *testing.B) {
 		}
 	})
 }
+
+// The rate counter is reduced modulo rateDen; the pass pattern must not
+// skip or double a pass across that boundary, however many records came first.
+func TestSamplerRateAcrossCounterPeriods(t *testing.T) {
+	for _, start := range []uint64{rateDen - 50, 3*rateDen - 7, 1 << 50} {
+		rec := &recorder{}
+		h, err := NewSamplingHandler(rec, SamplingConfig{Info: R(0.01), FirstN: -1}, nil)
+		require.NoError(t, err)
+		h.st.levels[lvlInfo].seen.Store(start)
+		for range 1000 {
+			_ = h.Handle(context.Background(), record(slog.LevelInfo, "x"))
+		}
+		assert.Equal(t, 10, rec.len(), "start %d", start)
+	}
+}
