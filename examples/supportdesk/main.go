@@ -1,12 +1,144 @@
 // Command supportdesk is Switchboard's reference live-chat support server.
+//
+//	go run ./examples/supportdesk                 # one node, in memory, dev mode on loopback
+//	go run ./examples/supportdesk -redis 127.0.0.1:6379 -addr 127.0.0.1:8081 -node b
+//
+// It serves the customer widget (/), the agent console (/agent), the
+// supervisor view (/supervisor), the WebSocket endpoint (/ws) and the ops
+// endpoints (/metrics, /debug/pprof, /healthz, /readyz). SIGINT or SIGTERM
+// drains it gracefully. See PROTOCOL.md for the wire protocol.
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"log/slog"
+	"net"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/switchboard-go/switchboard/examples/supportdesk/internal/desk"
+	"github.com/switchboard-go/switchboard/fanout"
+	"github.com/switchboard-go/switchboard/fanout/redisbroker"
+	"github.com/switchboard-go/switchboard/observe"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "supportdesk: the reference server is being assembled (issue #10); the components under gateway/, router/, session/, queue/, fanout/ and observe/ are usable on their own.")
-	os.Exit(1)
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "supportdesk:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("supportdesk", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:8080", "listen address for pages, API and WebSocket")
+	opsAddr := fs.String("ops-addr", "", "separate listen address for /metrics, /debug/pprof, /healthz, /readyz (default: same as -addr)")
+	public := fs.String("public-url", "", "base URL browsers use to reach this node (default http://<addr>)")
+	node := fs.String("node", "", "node ID (default random)")
+	redisAddr := fs.String("redis", "", "Redis address; enables the multi-node mode")
+	secret := fs.String("secret", os.Getenv("SUPPORTDESK_SECRET"), "HMAC secret for tokens, ≥16 bytes (env SUPPORTDESK_SECRET; default random, and required to be shared between nodes)")
+	dev := fs.Bool("dev", false, "enable the dev token endpoint (default on when listening on loopback)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	offer := fs.Duration("offer-timeout", 30*time.Second, "how long an agent has to accept an offer")
+	grace := fs.Duration("agent-grace", 60*time.Second, "how long a disconnected agent keeps their conversations")
+	capacity := fs.Int("agent-capacity", 3, "default concurrent conversations per agent")
+	vipWait := fs.Duration("vip-wait", 2*time.Minute, "VIP waiting-room deadline (then supervisors are alerted)")
+	premiumWait := fs.Duration("premium-wait", 5*time.Minute, "premium waiting-room deadline (then retried once)")
+	standardWait := fs.Duration("standard-wait", 15*time.Minute, "standard waiting-room deadline (then closed)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("-log-level: %w", err)
+	}
+	devMode := *dev
+	if !isFlagSet(fs, "dev") {
+		devMode = isLoopback(*addr)
+	}
+	if *redisAddr != "" && len(*secret) < 16 {
+		return errors.New("-redis needs the same -secret (≥16 bytes) on every node")
+	}
+	obs, err := observe.New(observe.Config{
+		LogHandler: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}),
+		Sampling:   observe.SamplingConfig{Info: observe.R(1), Warn: observe.R(1)},
+	})
+	if err != nil {
+		return err
+	}
+	cfg := desk.Config{
+		Addr: *addr, OpsAddr: *opsAddr, PublicURL: *public, NodeID: *node, Dev: devMode,
+		OfferTimeout: *offer, AgentGrace: *grace, AgentCapacity: *capacity, Observer: obs,
+	}
+	cfg.Tiers[0].MaxWait, cfg.Tiers[1].MaxWait, cfg.Tiers[2].MaxWait = *vipWait, *premiumWait, *standardWait
+	if *secret != "" {
+		cfg.Secret = []byte(*secret)
+	}
+	var broker fanout.Broker
+	if *redisAddr != "" {
+		b, err := redisbroker.New(redisbroker.Config{Addr: *redisAddr, Prefix: "supportdesk", Observer: obs})
+		if err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+		broker = b
+		cfg.Broker = b
+	}
+	srv, err := desk.New(cfg)
+	if err != nil {
+		if broker != nil {
+			_ = broker.Close()
+		}
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	u := srv.URL()
+	fmt.Printf("supportdesk node %s listening\n", srv.NodeID())
+	fmt.Printf("  customer widget:  %s/\n", u)
+	fmt.Printf("  agent console:    %s/agent\n", u)
+	fmt.Printf("  supervisor view:  %s/supervisor\n", u)
+	fmt.Printf("  websocket:        %s\n", srv.WSURL())
+	fmt.Printf("  metrics/health:   %s/metrics  %s/healthz  %s/readyz\n", srv.OpsURL(), srv.OpsURL(), srv.OpsURL())
+	if devMode {
+		fmt.Printf("  dev tokens:       POST %s/api/dev/token  {\"name\":\"Ann\",\"role\":\"customer\",\"tier\":\"vip\"}\n", u)
+	}
+	if *redisAddr != "" {
+		fmt.Printf("  cluster:          redis %s (core on this node: %v)\n", *redisAddr, srv.IsCore())
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	fmt.Println("supportdesk: draining…")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
+
+func isFlagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			set = true
+		}
+	})
+	return set
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -46,6 +46,9 @@ type Claims struct {
 	Role   string   `json:"role"`
 	Tier   string   `json:"tier,omitempty"`
 	Skills []string `json:"skills,omitempty"`
+	// Capacity is an agent's maximum of concurrent conversations; 0 means
+	// the server's default.
+	Capacity int `json:"cap,omitempty"`
 	// Expires is a Unix time in seconds; 0 never expires.
 	Expires int64 `json:"exp,omitempty"`
 }
@@ -65,6 +68,9 @@ func (c *Claims) Validate() error {
 			return fmt.Errorf("%w: unknown tier %q", ErrBadClaims, c.Tier)
 		}
 	case RoleAgent, RoleSupervisor:
+		if c.Capacity < 0 || c.Capacity > 1000 {
+			return fmt.Errorf("%w: capacity %d outside 0..1000", ErrBadClaims, c.Capacity)
+		}
 	default:
 		return fmt.Errorf("%w: unknown role %q", ErrBadClaims, c.Role)
 	}

@@ -88,11 +88,12 @@ type Envelope struct {
 	Entry string `json:"entry,omitempty"`
 	// State is the typing state ("on"/"off"), a presence ("online", "busy",
 	// "away"), an SLA status ("warning", "breached") or a conversation state.
-	State string `json:"state,omitempty"`
-	Kind  string `json:"kind,omitempty"`
-	Offer string `json:"offer,omitempty"`
-	To    string `json:"to,omitempty"`
-	Agent string `json:"agent,omitempty"`
+	State    string `json:"state,omitempty"`
+	Kind     string `json:"kind,omitempty"`
+	Offer    string `json:"offer,omitempty"`
+	To       string `json:"to,omitempty"`
+	Agent    string `json:"agent,omitempty"`
+	Customer string `json:"customer,omitempty"`
 
 	Position int   `json:"position,omitempty"`
 	InTier   int   `json:"in_tier,omitempty"`

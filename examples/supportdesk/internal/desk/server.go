@@ -1,0 +1,422 @@
+package desk
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bytedance/sonic"
+
+	"github.com/switchboard-go/switchboard/examples/supportdesk/internal/auth"
+	"github.com/switchboard-go/switchboard/fanout"
+	"github.com/switchboard-go/switchboard/gateway"
+	"github.com/switchboard-go/switchboard/router"
+)
+
+// Server is one supportdesk node: gateway, edge, and (on the elected node)
+// the core.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	signer *auth.Signer
+	bus    *fanout.Bus
+	gw     *gateway.Gateway
+	edge   *edge
+	ring   *router.Ring
+	ops    *http.Server
+	opsLn  net.Listener
+
+	mu      sync.Mutex
+	core    *core
+	started time.Time
+	url     string
+
+	stop     chan struct{}
+	loopDone chan struct{}
+	shutOnce sync.Once
+	shutErr  error
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// New builds a server from cfg; Start runs it.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	if cfg.NodeID == "" {
+		cfg.NodeID = "node-" + randomHex(4)
+	}
+	if cfg.Secret == nil {
+		cfg.Secret = []byte(randomHex(32))
+	}
+	s := &Server{cfg: cfg, log: cfg.Observer.Logger().With("node", cfg.NodeID), stop: make(chan struct{}), loopDone: make(chan struct{})}
+	var err error
+	if s.signer, err = auth.NewSigner(cfg.Secret); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	if s.ring, err = router.NewRing(router.RingConfig{Name: "nodes", Observer: cfg.Observer}); err != nil {
+		return nil, err
+	}
+	s.bus, err = fanout.New(fanout.Config{Broker: cfg.Broker, NodeID: cfg.NodeID, Observer: cfg.Observer})
+	if err != nil {
+		return nil, err
+	}
+	s.edge = newEdge(cfg.NodeID, s.bus, s.log.With("component", "desk-edge"))
+	s.gw, err = gateway.New(gateway.Config{
+		Name:           "supportdesk-" + cfg.NodeID,
+		Addrs:          []string{cfg.Addr},
+		Handler:        s.routes(),
+		Authenticate:   s.authenticate,
+		AllowedOrigins: []string{"*"},
+		IdleTimeout:    cfg.IdleTimeout,
+		PingInterval:   cfg.PingInterval,
+		MaxMessageSize: 64 << 10,
+		RateLimit:      gateway.RateLimit{PerSecond: 50, Burst: 100},
+		OnOpen:         s.edge.onOpen,
+		OnMessage:      s.edge.onMessage,
+		OnClose:        func(c *gateway.Conn, _ int, _ string) { s.edge.onClose(c) },
+		Observer:       cfg.Observer,
+	})
+	if err != nil {
+		_ = s.bus.Close()
+		return nil, err
+	}
+	s.edge.gw = s.gw
+	return s, nil
+}
+
+// Start binds the listeners, elects or starts the core, and returns.
+func (s *Server) Start() error {
+	s.started = time.Now()
+	if err := s.start(); err != nil {
+		close(s.loopDone)
+		_ = s.gw.Shutdown(context.Background())
+		if s.ops != nil {
+			_ = s.ops.Close()
+		}
+		return err
+	}
+	return nil
+}
+
+func (s *Server) start() error {
+	if err := s.gw.Start(); err != nil {
+		return err
+	}
+	addr := s.gw.Addrs()[0].String()
+	s.url = s.cfg.PublicURL
+	if s.url == "" {
+		s.url = "http://" + addr
+	}
+	if s.cfg.OpsAddr != "" {
+		ln, err := net.Listen("tcp", s.cfg.OpsAddr)
+		if err != nil {
+			return err
+		}
+		s.opsLn = ln
+		s.ops = &http.Server{Handler: s.cfg.Observer.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = s.ops.Serve(ln) }()
+	}
+	if s.cfg.Broker == nil {
+		if err := s.ring.SetMembers([]router.Node{{ID: s.cfg.NodeID, Addr: s.url}}); err != nil {
+			return err
+		}
+		if err := s.startCore(); err != nil {
+			return err
+		}
+		close(s.loopDone)
+		return nil
+	}
+	if err := s.heartbeat(); err != nil {
+		return err
+	}
+	go s.clusterLoop()
+	return nil
+}
+
+// URL is the node's base URL (pages and API); the WebSocket endpoint is URL
+// with ws:// and path /ws.
+func (s *Server) URL() string { return s.url }
+
+// OpsURL is the base URL of the ops endpoints.
+func (s *Server) OpsURL() string {
+	if s.opsLn != nil {
+		return "http://" + s.opsLn.Addr().String()
+	}
+	return s.url
+}
+
+// WSURL is the WebSocket endpoint.
+func (s *Server) WSURL() string { return "ws" + strings.TrimPrefix(s.url, "http") + gateway.DefaultPath }
+
+// NodeID returns the node's ID.
+func (s *Server) NodeID() string { return s.cfg.NodeID }
+
+// IsCore reports whether this node runs the core.
+func (s *Server) IsCore() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.core != nil
+}
+
+// Token signs claims with the server's secret (tests and the dev endpoint).
+func (s *Server) Token(c auth.Claims) (string, error) { return s.signer.Sign(c) }
+
+func (s *Server) startCore() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.core != nil {
+		return nil
+	}
+	c, err := newCore(&s.cfg, s.bus)
+	if err != nil {
+		return err
+	}
+	s.core = c
+	s.log.Info("core started")
+	return nil
+}
+
+type nodeInfo struct {
+	URL     string `json:"url"`
+	Started int64  `json:"started"`
+}
+
+// heartbeat (re)joins the node's presence and updates the ring and the core
+// election from the live members.
+func (s *Server) heartbeat() error {
+	info, _ := sonic.ConfigStd.Marshal(nodeInfo{URL: s.url, Started: s.started.UnixNano()})
+	if err := s.bus.Join(topicNodes, fanout.Member{ID: s.cfg.NodeID, Info: info}, s.cfg.NodeTTL); err != nil {
+		return err
+	}
+	members, err := s.bus.Members(topicNodes)
+	if err != nil {
+		return err
+	}
+	type live struct {
+		id      string
+		started int64
+	}
+	var nodes []router.Node
+	var all []live
+	for _, m := range members {
+		var ni nodeInfo
+		if sonic.ConfigStd.Unmarshal(m.Info, &ni) != nil {
+			continue
+		}
+		nodes = append(nodes, router.Node{ID: m.ID, Addr: ni.URL})
+		all = append(all, live{m.ID, ni.Started})
+	}
+	if err := s.ring.SetMembers(nodes); err != nil {
+		return err
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].started != all[j].started {
+			return all[i].started < all[j].started
+		}
+		return all[i].id < all[j].id
+	})
+	// The oldest live node runs the core; a newer node never takes it over
+	// while the older one lives.
+	if len(all) > 0 && all[0].id == s.cfg.NodeID {
+		return s.startCore()
+	}
+	return nil
+}
+
+func (s *Server) clusterLoop() {
+	defer close(s.loopDone)
+	t := time.NewTicker(s.cfg.NodeTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if err := s.heartbeat(); err != nil {
+				s.log.Warn("cluster heartbeat failed", "err", err)
+			}
+		}
+	}
+}
+
+// Shutdown drains the gateway (1001 to every client, in batches), stops the
+// core and the bus, and returns when everything is released or ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutOnce.Do(func() {
+		var errs []error
+		if err := s.gw.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		close(s.stop)
+		if !s.started.IsZero() {
+			<-s.loopDone
+		}
+		if s.cfg.Broker != nil {
+			_ = s.bus.Leave(topicNodes, s.cfg.NodeID)
+		}
+		s.mu.Lock()
+		c := s.core
+		s.core = nil
+		s.mu.Unlock()
+		if c != nil {
+			c.close()
+		}
+		if err := s.bus.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		_ = s.ring.Close()
+		if s.ops != nil {
+			if err := s.ops.Shutdown(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		s.shutErr = errors.Join(errs...)
+	})
+	return s.shutErr
+}
+
+// authenticate reads the token from the "token" query parameter or an
+// Authorization: Bearer header.
+func (s *Server) authenticate(r *http.Request) (gateway.Identity, error) {
+	tok := r.URL.Query().Get("token")
+	if tok == "" {
+		tok = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	}
+	if tok == "" {
+		return gateway.Identity{}, errors.New("missing token")
+	}
+	c, err := s.signer.Verify(tok)
+	if err != nil {
+		return gateway.Identity{}, err
+	}
+	attrs := map[string]string{"name": c.Name, "tier": c.Tier}
+	if len(c.Skills) > 0 {
+		attrs["skills"] = strings.Join(c.Skills, ",")
+	}
+	if c.Capacity > 0 {
+		attrs["capacity"] = strconv.Itoa(c.Capacity)
+	}
+	return gateway.Identity{UserID: c.UserID, Role: gateway.Role(c.Role), Attrs: attrs}, nil
+}
+
+var nameRE = regexp.MustCompile(`[^a-z0-9_-]+`)
+
+type tokenRequest struct {
+	User     string   `json:"user"`
+	Name     string   `json:"name"`
+	Role     string   `json:"role"`
+	Tier     string   `json:"tier"`
+	Skills   []string `json:"skills"`
+	Capacity int      `json:"capacity"`
+}
+
+type tokenResponse struct {
+	Token string `json:"token"`
+	User  string `json:"user"`
+	Role  string `json:"role"`
+	Tier  string `json:"tier,omitempty"`
+	WS    string `json:"ws"`
+	Node  string `json:"node"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := sonic.ConfigStd.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_, _ = w.Write(b)
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/dev/token", s.devToken)
+	mux.HandleFunc("GET /api/route", s.route)
+	mux.HandleFunc("GET /api/info", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"node": s.cfg.NodeID, "dev": s.cfg.Dev, "core": s.IsCore(), "ws": s.WSURL()})
+	})
+	if s.cfg.OpsAddr == "" {
+		ops := s.cfg.Observer.Handler()
+		for _, p := range []string{"/metrics", "/debug/", "/healthz", "/readyz"} {
+			mux.Handle(p, ops)
+		}
+	}
+	mountPages(mux)
+	return mux
+}
+
+// devToken issues a token for any user (dev mode only).
+func (s *Server) devToken(w http.ResponseWriter, r *http.Request) {
+	if !s.cfg.Dev {
+		http.Error(w, "dev tokens are disabled (start with -dev)", http.StatusNotFound)
+		return
+	}
+	var req tokenRequest
+	body := http.MaxBytesReader(w, r.Body, 4096)
+	if err := sonic.ConfigStd.NewDecoder(body).Decode(&req); err != nil {
+		http.Error(w, "bad JSON: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if req.Role == "" {
+		req.Role = auth.RoleCustomer
+	}
+	if req.User == "" {
+		slug := nameRE.ReplaceAllString(strings.ToLower(req.Name), "-")
+		if slug == "" || slug == "-" {
+			slug = randomHex(4)
+		}
+		req.User = req.Role[:1] + "-" + strings.Trim(slug, "-")
+	}
+	if req.Name == "" {
+		req.Name = req.User
+	}
+	c := auth.Claims{UserID: req.User, Name: req.Name, Role: req.Role, Tier: req.Tier, Skills: req.Skills, Capacity: req.Capacity, Expires: time.Now().Add(24 * time.Hour).Unix()}
+	tok, err := s.signer.Sign(c)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	_ = c.Validate()
+	node, ws := s.placement(c.UserID)
+	writeJSON(w, http.StatusOK, tokenResponse{Token: tok, User: c.UserID, Role: c.Role, Tier: c.Tier, WS: ws, Node: node})
+}
+
+// placement returns the node that owns user on the ring and its WebSocket URL.
+func (s *Server) placement(user string) (node, ws string) {
+	if n, ok := s.ring.Lookup(user); ok && n.Addr != "" {
+		return n.ID, "ws" + strings.TrimPrefix(n.Addr, "http") + gateway.DefaultPath
+	}
+	return s.cfg.NodeID, s.WSURL()
+}
+
+// route tells a client which node to connect to (users → nodes on the ring).
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	user := r.URL.Query().Get("user")
+	if user == "" {
+		http.Error(w, "missing user", http.StatusBadRequest)
+		return
+	}
+	node, ws := s.placement(user)
+	writeJSON(w, http.StatusOK, map[string]string{"node": node, "ws": ws})
+}
+
