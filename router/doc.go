@@ -16,9 +16,9 @@
 // within ±10% of the mean load.
 //
 // Reads are lock-free: each membership change (Add, Remove, SetWeight,
-// SetMembers) builds a new immutable snapshot, merging the unchanged nodes'
-// points with the new ones in O(points), and publishes it with one atomic
-// store. Lookup and LookupBytes hash the key, pick a bucket in a prefix
+// SetMembers) builds a new immutable snapshot in O(points), reusing the
+// unchanged nodes' points and sorting with a counting sort on the prefix
+// table, and publishes it with one atomic store. Lookup and LookupBytes hash the key, pick a bucket in a prefix
 // table over the sorted points (about one point per bucket) and scan it:
 // no lock, no allocation, about 10 ns. LookupN and AppendLookupN return the
 // key's distinct nodes in ring order, which is its failover order.

@@ -296,7 +296,7 @@ func TestFollow(t *testing.T) {
 	require.ErrorIs(t, r.Follow(context.Background(), closedUpdates), ErrRingClosed)
 }
 
-func newRingObserver(t *testing.T) (*observe.Observer, *prometheus.Registry) {
+func newRingObserver(t testing.TB) (*observe.Observer, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	o, err := observe.New(observe.Config{Registerer: reg, DisableRuntimeCollectors: true, LogHandler: slog.DiscardHandler})

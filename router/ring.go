@@ -491,16 +491,14 @@ func (r *Ring) build(prev *ringSnapshot, nodes []Node) *ringSnapshot {
 		remap[i] = -1
 	}
 
-	// Carried-over points keep their order: remap is increasing.
-	old := make([]uint64, 0, kept)
+	all := make([]uint64, 0, total)
 	if kept > 0 {
 		for _, p := range prev.points {
 			if k := remap[p&ringOwnerMask]; k >= 0 {
-				old = append(old, p&^ringOwnerMask|uint64(k))
+				all = append(all, p&^ringOwnerMask|uint64(k))
 			}
 		}
 	}
-	add := make([]uint64, 0, total-kept)
 	var buf []byte
 	for j, n := range nodes {
 		if !fresh[j] {
@@ -511,60 +509,57 @@ func (r *Ring) build(prev *ringSnapshot, nodes []Node) *ringSnapshot {
 		base := len(buf)
 		for v := range n.Weight * r.vnodes {
 			buf = strconv.AppendInt(buf[:base], int64(v), 10)
-			add = append(add, xxhash.Sum64(buf)&^ringOwnerMask|uint64(j))
+			all = append(all, xxhash.Sum64(buf)&^ringOwnerMask|uint64(j))
 		}
 	}
-	slices.Sort(add)
-	s.points = ringMerge(old, add)
-	s.indexPoints()
+	s.setPoints(all)
 	return s
-}
-
-// ringMerge merges two sorted slices into a new one.
-func ringMerge(a, b []uint64) []uint64 {
-	if len(a) == 0 {
-		return b
-	}
-	if len(b) == 0 {
-		return a
-	}
-	out := make([]uint64, len(a)+len(b))
-	i, j, k := 0, 0, 0
-	for i < len(a) && j < len(b) {
-		if a[i] <= b[j] {
-			out[k] = a[i]
-			i++
-		} else {
-			out[k] = b[j]
-			j++
-		}
-		k++
-	}
-	k += copy(out[k:], a[i:])
-	copy(out[k:], b[j:])
-	return out
 }
 
 // ringMaxIndexBits caps the prefix table at 4 MiB.
 const ringMaxIndexBits = 20
 
-// indexPoints builds the prefix table: about one point per bucket.
-func (s *ringSnapshot) indexPoints() {
+// setPoints sorts points (in any order) into s.points and builds the prefix
+// table, about one point per bucket, in O(points + buckets): a counting sort
+// on the prefix, which is the table itself, then an insertion sort inside
+// each bucket.
+func (s *ringSnapshot) setPoints(points []uint64) {
 	bits := 0
-	for bits < ringMaxIndexBits && 1<<bits < len(s.points) {
+	for bits < ringMaxIndexBits && 1<<bits < len(points) {
 		bits++
 	}
-	s.shift = uint(64 - bits)
+	shift := uint(64 - bits)
 	nb := 1 << bits
-	s.index = make([]uint32, nb+1)
-	j := 0
-	for b := range nb {
-		for j < len(s.points) && s.points[j]>>s.shift < uint64(b) {
-			j++
-		}
-		s.index[b] = uint32(j)
+	index := make([]uint32, nb+1)
+	for _, p := range points {
+		index[p>>shift+1]++
 	}
-	s.index[nb] = uint32(len(s.points))
+	for b := 1; b <= nb; b++ {
+		index[b] += index[b-1]
+	}
+	sorted := make([]uint64, len(points))
+	for _, p := range points { // index[b] walks from the start to the end of bucket b
+		b := p >> shift
+		sorted[index[b]] = p
+		index[b]++
+	}
+	for b := nb - 1; b > 0; b-- { // back to starts
+		index[b] = index[b-1]
+	}
+	index[0] = 0
+	for b := range nb {
+		bucket := sorted[index[b]:index[b+1]]
+		if len(bucket) > 16 {
+			slices.Sort(bucket)
+			continue
+		}
+		for i := 1; i < len(bucket); i++ {
+			for j := i; j > 0 && bucket[j] < bucket[j-1]; j-- {
+				bucket[j], bucket[j-1] = bucket[j-1], bucket[j]
+			}
+		}
+	}
+	s.points, s.index, s.shift = sorted, index, shift
 }
 
 // search returns the index of the first point at or after the position of

@@ -264,9 +264,11 @@ func TestRingSearchDenseBuckets(t *testing.T) {
 	for i := range 20 {
 		pts = append(pts, ^uint64(0)-uint64(i)<<16)
 	}
-	slices.Sort(pts)
-	s := &ringSnapshot{points: pts, nodes: make([]Node, 3)}
-	s.indexPoints()
+	rand.New(rand.NewPCG(9, 9)).Shuffle(len(pts), func(i, j int) { pts[i], pts[j] = pts[j], pts[i] })
+	s := &ringSnapshot{nodes: make([]Node, 3)}
+	s.setPoints(pts)
+	require.True(t, slices.IsSorted(s.points))
+	pts = s.points
 	for _, p := range pts {
 		for _, h := range []uint64{p, p &^ ringOwnerMask, p&^ringOwnerMask - 1, p | ringOwnerMask, p | ringOwnerMask + 1} {
 			require.Equal(t, ringLinearSearch(pts, h), s.search(h), "hash %#x", h)
