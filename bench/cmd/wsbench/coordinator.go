@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -268,6 +269,9 @@ func runTarget(ctx context.Context, cfg config, target string, p plan.Plan, nsrc
 		}
 		out = append(out, r)
 	}
+	if ctx.Err() != nil {
+		return out, ctx.Err()
+	}
 	// Teardown doubles as the leak check: every client connection closed,
 	// the servers' goroutines must come back to their baseline.
 	after, err := st.closeAndWaitBaseline(ctx)
@@ -307,7 +311,7 @@ func jsonUnmarshal(b []byte, v any) error {
 	if len(b) == 0 {
 		return errors.New("empty reply")
 	}
-	return jsonStd.Unmarshal(b, v)
+	return json.Unmarshal(b, v)
 }
 
 // serverStats asks every server for a sample, concurrently.
@@ -484,6 +488,8 @@ func (st *runState) runScenario(ctx context.Context, name string) (Result, error
 		return r, err
 	}
 	start := time.Now()
+	stopProgress := st.scenarioProgress(name, start)
+	defer stopProgress()
 	switch name {
 	case "idle":
 		err = sleepCtx(ctx, st.cfg.Settle)
@@ -525,6 +531,45 @@ func (st *runState) runScenario(ctx context.Context, name string) (Result, error
 	r.Established = int(live)
 	st.fillServer(&r, ss)
 	return r, nil
+}
+
+// scenarioProgress prints elapsed time and ETA of timed scenarios to the
+// log every 5 s until the returned function is called.
+func (st *runState) scenarioProgress(name string, start time.Time) func() {
+	var total time.Duration
+	switch name {
+	case "idle":
+		total = st.cfg.Settle
+	case "echo":
+		total = st.cfg.Duration
+	case "churn":
+		total = st.cfg.ChurnDuration + st.cfg.Settle
+	}
+	if total < 10*time.Second {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tk := time.NewTicker(5 * time.Second)
+		defer tk.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tk.C:
+				el := time.Since(start)
+				fmt.Fprintf(st.log, "[%s] %s: %s elapsed, ETA %s\n", st.target, name,
+					el.Round(time.Second), max(total-el, 0).Round(time.Second))
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
@@ -599,6 +644,9 @@ func (st *runState) broadcast(ctx context.Context, r *Result) error {
 			r.Received += w.Received
 		}
 		r.Sent += expected
+		if st.cfg.Repeats >= 10 && seq%5 == 0 {
+			fmt.Fprintf(st.log, "[%s] broadcast: %d/%d published, last completed in %.1f ms\n", st.target, seq, st.cfg.Repeats, ms(round.Max))
+		}
 		deliveries.Merge(round)
 		completions = append(completions, round.Max)
 		if round.Count < uint64(expected) {

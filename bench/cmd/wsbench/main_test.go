@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/switchboard-go/switchboard/bench/internal/ctl"
 	"github.com/switchboard-go/switchboard/bench/internal/hist"
 )
 
@@ -224,4 +226,61 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 	assert.Empty(t, checkStrict(rs), log.String())
+}
+
+// TestCancelKillsChildren cancels a run in the middle of a long scenario
+// (what Ctrl-C does through signal.NotifyContext) and checks that no child
+// process survives.
+func TestCancelKillsChildren(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	cfg := config{
+		Self: os.Args[0], ChildEnv: []string{"WSBENCH_TEST_CHILD=1"},
+		Targets: []string{"baseline"}, Scenarios: []string{"idle"},
+		Conns: 20, Headroom: 1000, ConnectConcurrency: 4, ConnectTimeout: 10 * time.Second,
+		Settle: time.Minute, Size: 200, Repeats: 1,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var log bytes.Buffer
+	lw := &lockedWriter{w: &log}
+	done := make(chan error, 1)
+	go func() {
+		_, err := coordinate(ctx, cfg, lw)
+		done <- err
+	}()
+	require.Eventually(t, func() bool {
+		lw.mu.Lock()
+		defer lw.mu.Unlock()
+		return strings.Contains(log.String(), "scenario idle")
+	}, 60*time.Second, 20*time.Millisecond)
+	require.Len(t, childPids(), 2, "one server and one client running")
+	cancel()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(30 * time.Second):
+		t.Fatal("coordinate did not return after cancel")
+	}
+	assert.Empty(t, childPids(), "children left behind")
+}
+
+// childPids lists the live (non-zombie) children of this process.
+func childPids() []int {
+	var out []int
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, task := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + task.Name() + "/children")
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			var pid int
+			if _, err := fmt.Sscan(f, &pid); err == nil && ctl.Alive(pid) && !ctl.WaitGone(pid, 0) {
+				out = append(out, pid)
+			}
+		}
+	}
+	return out
 }

@@ -15,10 +15,6 @@ import (
 	"time"
 )
 
-var jsonStd = struct {
-	Unmarshal func([]byte, any) error
-}{json.Unmarshal}
-
 // prefixWriter returns a writer that prefixes every line written to w
 // (children's stderr) and writes whole lines only.
 func prefixWriter(w io.Writer, prefix string) io.Writer {

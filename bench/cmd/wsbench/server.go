@@ -89,7 +89,6 @@ func runServer(ctx context.Context, targetName, addrList string) error {
 		return err
 	}
 	srv.Emit("ready", readyEvent{Pid: os.Getpid(), Addrs: t.Addrs()})
-	payload := make([]byte, 0, 4096)
 	err := srv.Serve(ctx, os.Stdin, func(ctx context.Context, cmd string, raw json.RawMessage) (any, error) {
 		switch cmd {
 		case "stats":
@@ -119,15 +118,7 @@ func runServer(ctx context.Context, targetName, addrList string) error {
 			if err := json.Unmarshal(raw, &a); err != nil {
 				return nil, err
 			}
-			if a.Size < headerLen {
-				a.Size = headerLen
-			}
-			// Commands run concurrently; broadcasts are issued one at a time
-			// by the coordinator, so the buffer is not shared.
-			if cap(payload) < a.Size {
-				payload = make([]byte, a.Size)
-			}
-			payload = payload[:a.Size]
+			payload := make([]byte, max(a.Size, headerLen))
 			start := time.Now()
 			putPayload(payload, kindBroadcast, start.UnixNano(), a.Seq)
 			n, err := t.Broadcast(payload)
