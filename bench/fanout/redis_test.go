@@ -21,7 +21,7 @@ import (
 )
 
 // startRedis runs a throwaway redis-server on a free loopback port (the
-// fanout/internal/redistest helper is not importable from this module).
+// internal/redistest helper is not importable from this module).
 func startRedis(b *testing.B) string {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {

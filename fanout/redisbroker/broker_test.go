@@ -14,7 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/switchboard-go/switchboard/fanout"
-	"github.com/switchboard-go/switchboard/fanout/internal/redistest"
+	"github.com/switchboard-go/switchboard/internal/redistest"
 	"github.com/switchboard-go/switchboard/fanout/redisbroker"
 )
 

@@ -321,20 +321,23 @@ func TestOfferTimeoutMovesToNextAgent(t *testing.T) {
 
 func TestCapacityNeverExceededAndBacklogDrains(t *testing.T) {
 	srv := startServer(t, testConfig())
+	sup := dial(t, srv, auth.Claims{UserID: "sup", Role: auth.RoleSupervisor})
 	ag := dial(t, srv, agent("cap", 0)) // 0: the server's default capacity, 3
-	var custs []*client
+	var convs []string
 	for i := range 5 {
 		c := dial(t, srv, customer(fmt.Sprintf("q%d", i), auth.TierStandard))
-		custs = append(custs, c)
-		startChat(c, "help")
+		convs = append(convs, startChat(c, "help"))
 	}
 	held := []string{acceptNext(ag), acceptNext(ag), acceptNext(ag)}
+	assert.Equal(t, convs[:3], held, "served in arrival order")
 	ag.none(protocol.TypeOffer, 300*time.Millisecond) // at capacity: nothing more
-	// Finishing one conversation drains the backlog at once.
+	st := sup.expect(protocol.TypeStats, func(e protocol.Envelope) bool { return len(e.Users) == 1 && e.Tiers[2].Depth == 2 })
+	assert.Equal(t, 3, st.Users[0].Load)
+	assert.Equal(t, 3, st.Users[0].Capacity)
+	// Finishing one conversation drains the backlog at once, in order.
 	ag.send(protocol.Envelope{Type: protocol.TypeResolve, Conv: held[0]})
-	held = append(held, acceptNext(ag))
+	assert.Equal(t, convs[3], acceptNext(ag))
 	ag.none(protocol.TypeOffer, 300*time.Millisecond)
-	assert.Len(t, held, 4)
 }
 
 func TestReconnectRecoversExactlyMissed(t *testing.T) {

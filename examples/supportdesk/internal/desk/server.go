@@ -163,7 +163,9 @@ func (s *Server) OpsURL() string {
 }
 
 // WSURL is the WebSocket endpoint.
-func (s *Server) WSURL() string { return "ws" + strings.TrimPrefix(s.url, "http") + gateway.DefaultPath }
+func (s *Server) WSURL() string {
+	return "ws" + strings.TrimPrefix(s.url, "http") + gateway.DefaultPath
+}
 
 // NodeID returns the node's ID.
 func (s *Server) NodeID() string { return s.cfg.NodeID }
@@ -419,4 +421,3 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	node, ws := s.placement(user)
 	writeJSON(w, http.StatusOK, map[string]string{"node": node, "ws": ws})
 }
-
