@@ -14,8 +14,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/switchboard-go/switchboard/fanout"
-	"github.com/switchboard-go/switchboard/internal/redistest"
 	"github.com/switchboard-go/switchboard/fanout/redisbroker"
+	"github.com/switchboard-go/switchboard/internal/redistest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
