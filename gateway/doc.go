@@ -55,7 +55,7 @@
 //
 //	1000 CloseNormal          normal closure (peer-initiated, or Conn.Close by the host)
 //	1001 CloseGoingAway       Gateway.Shutdown is draining the gateway
-//	1002 CloseProtocolError   malformed frame (sent by nbio's frame parser)
+//	1002 CloseProtocolError   malformed frame (reported; nbio drops TCP, or answers 1002 to a bad close code)
 //	1005 CloseNoStatus        reported only: the peer's close frame carried no code
 //	1006 CloseAbnormal        reported only: TCP ended without a close frame
 //	1007 CloseInvalidPayload  a text message (or close reason) is not valid UTF-8
@@ -66,7 +66,8 @@
 //	4001 CloseWriteTimeout    queued outgoing bytes made no progress for Config.WriteTimeout
 //	4008 CloseSlowConsumer    outgoing queue would exceed Config.MaxOutgoingBytes
 //
-// The close frame is best effort: a peer whose receive path is stuck (4001,
+// Conn.Close also accepts 1000, 1001, 1008, 1011 and any 3000-4999 code of
+// the host's choosing. The close frame is best effort: a peer whose receive path is stuck (4001,
 // 4008, half-open 4000) usually sees the TCP connection end instead.
 //
 // # Errors
@@ -76,7 +77,19 @@
 //	ErrForbidden       returned (wrapped) by Authenticate to answer 403 instead of 401
 //	ErrNotStarted      ServeHTTP was called before Start
 //	ErrInvalidConfig   wrapped by New, naming the bad field
-//	ErrMessageTooLarge NewPreparedMessage was given more than 1<<62 bytes; never in practice
+//	ErrMessageType     a MessageType other than TextMessage or BinaryMessage
+//	ErrInvalidUTF8     NewPreparedMessage was given invalid UTF-8 for a text message
+//	ErrCloseCode       Conn.Close was given a code a server may not send
+//	ErrDraining        the readiness error once Shutdown started
+//
+// # Known limitations (nbio v1.6.8)
+//
+// Empty data messages (zero-length payload) are discarded by nbio's frame
+// parser and never reach OnMessage. Permessage-deflate is not negotiated.
+// A gateway mounted inside a net/http server that itself terminates TLS
+// cannot move connections to the pollers (501); terminate TLS in front or
+// use Config.TLSConfig. Shutdown waits until the engine has run for 200ms,
+// working around an nbio race when an engine is stopped right after Start.
 //
 // # Metrics
 //

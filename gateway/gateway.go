@@ -54,6 +54,7 @@ type Gateway struct {
 	sweepDone chan struct{}
 	emptied   chan struct{} // signalled when the last connection closes while draining
 	handshake sync.WaitGroup
+	startedAt time.Time
 
 	pingFrame []byte
 }
@@ -186,6 +187,7 @@ func (g *Gateway) Start() error {
 	g.sweepStop = make(chan struct{})
 	g.sweepDone = make(chan struct{})
 	go g.sweeper(g.cfg.Clock.NewTicker(g.cfg.SweepInterval))
+	g.startedAt = time.Now()
 	g.state.Store(gwRunning)
 	return nil
 }

@@ -5,6 +5,9 @@ import (
 	"time"
 )
 
+// pollerStartGrace is the minimum engine uptime before Shutdown stops it.
+const pollerStartGrace = 200 * time.Millisecond
+
 // Shutdown drains the gateway: the readiness check fails at once, the own
 // listeners stop accepting and new handshakes (also through ServeHTTP) are
 // refused with 503; open connections are closed with 1001 in batches of
@@ -36,6 +39,18 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 
 	close(g.sweepStop)
 	<-g.sweepDone
+	// nbio v1.6.8's poller resets its shutdown flag when its goroutine
+	// first runs, so stopping an engine whose pollers have not been
+	// scheduled yet hangs forever. Give a just-started engine time to
+	// schedule them.
+	if d := pollerStartGrace - time.Since(g.startedAt); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
 	g.engine.Stop()
 	execDone := make(chan struct{})
 	go func() {
