@@ -56,8 +56,9 @@ var errBoundedFull = errors.New("router: every node at capacity")
 // calls are no-ops. Loads are counted per node ID: if the node is removed
 // while held, its load stops counting and release only forgets it. Acquire
 // serialises on a mutex (placement needs a consistent view of all loads),
-// walks O(1/(c-1)²) points in expectation, and allocates the release
-// function. It returns ErrEmptyRing when the ring has no nodes.
+// usually probes only the first few nodes clockwise (the paper bounds the
+// expected probes by O(1/ε²), ε = c−1), and allocates the release function
+// (two small objects). It returns ErrEmptyRing when the ring has no nodes.
 func (r *Ring) Acquire(key string) (Node, func(), error) {
 	h := xxhash.Sum64String(key)
 	b := &r.bounded

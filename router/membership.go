@@ -28,7 +28,8 @@ type NodeShare struct {
 // changed; the new value) are sorted by ID. Gained and Lost list, sorted by
 // ID, every node whose ownership grew or shrank and by how much of the key
 // space: a gateway in Lost should hand over the users for which Moved
-// reports true. The slices are the callback's to keep.
+// reports true. The slices are the callback's to keep; a retained RingChange
+// keeps both ring snapshots it compares alive.
 type RingChange struct {
 	// Version is the ring version after the change (Ring.Version).
 	Version uint64

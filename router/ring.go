@@ -491,13 +491,11 @@ func (r *Ring) build(prev *ringSnapshot, nodes []Node) *ringSnapshot {
 		remap[i] = -1
 	}
 
-	all := make([]uint64, 0, total)
-	if kept > 0 {
-		for _, p := range prev.points {
-			if k := remap[p&ringOwnerMask]; k >= 0 {
-				all = append(all, p&^ringOwnerMask|uint64(k))
-			}
-		}
+	var add []uint64
+	if kept == 0 {
+		add = make([]uint64, 0, total)
+	} else {
+		add = make([]uint64, 0, total-kept)
 	}
 	var buf []byte
 	for j, n := range nodes {
@@ -509,25 +507,87 @@ func (r *Ring) build(prev *ringSnapshot, nodes []Node) *ringSnapshot {
 		base := len(buf)
 		for v := range n.Weight * r.vnodes {
 			buf = strconv.AppendInt(buf[:base], int64(v), 10)
-			all = append(all, xxhash.Sum64(buf)&^ringOwnerMask|uint64(j))
+			add = append(add, xxhash.Sum64(buf)&^ringOwnerMask|uint64(j))
 		}
 	}
-	s.setPoints(all)
+	if kept == 0 {
+		s.setPoints(add)
+		return s
+	}
+	// Incremental change: the carried-over points stay sorted (remap is
+	// increasing), so a sequential filter, sort of the few new points and
+	// merge beat re-sorting everything.
+	old := make([]uint64, 0, kept)
+	for _, p := range prev.points {
+		if k := remap[p&ringOwnerMask]; k >= 0 {
+			old = append(old, p&^ringOwnerMask|uint64(k))
+		}
+	}
+	slices.Sort(add)
+	s.setSortedPoints(ringMerge(old, add))
 	return s
+}
+
+// ringMerge merges two sorted slices into a new one, or returns a itself
+// when b is empty.
+func ringMerge(a, b []uint64) []uint64 {
+	if len(b) == 0 {
+		return a
+	}
+	out := make([]uint64, len(a)+len(b))
+	i, j, k := 0, 0, 0
+	for i < len(a) && j < len(b) {
+		if a[i] <= b[j] {
+			out[k] = a[i]
+			i++
+		} else {
+			out[k] = b[j]
+			j++
+		}
+		k++
+	}
+	k += copy(out[k:], a[i:])
+	copy(out[k:], b[j:])
+	return out
 }
 
 // ringMaxIndexBits caps the prefix table at 4 MiB.
 const ringMaxIndexBits = 20
+
+// ringIndexBits returns the prefix length for n points: about one point per
+// bucket.
+func ringIndexBits(n int) int {
+	bits := 0
+	for bits < ringMaxIndexBits && 1<<bits < n {
+		bits++
+	}
+	return bits
+}
+
+// setSortedPoints stores sorted points and builds the prefix table with one
+// sequential pass.
+func (s *ringSnapshot) setSortedPoints(points []uint64) {
+	bits := ringIndexBits(len(points))
+	shift := uint(64 - bits)
+	nb := 1 << bits
+	index := make([]uint32, nb+1)
+	j := 0
+	for b := range nb {
+		for j < len(points) && points[j]>>shift < uint64(b) {
+			j++
+		}
+		index[b] = uint32(j)
+	}
+	index[nb] = uint32(len(points))
+	s.points, s.index, s.shift = points, index, shift
+}
 
 // setPoints sorts points (in any order) into s.points and builds the prefix
 // table, about one point per bucket, in O(points + buckets): a counting sort
 // on the prefix, which is the table itself, then an insertion sort inside
 // each bucket.
 func (s *ringSnapshot) setPoints(points []uint64) {
-	bits := 0
-	for bits < ringMaxIndexBits && 1<<bits < len(points) {
-		bits++
-	}
+	bits := ringIndexBits(len(points))
 	shift := uint(64 - bits)
 	nb := 1 << bits
 	index := make([]uint32, nb+1)

@@ -264,14 +264,20 @@ func TestRingSearchDenseBuckets(t *testing.T) {
 	for i := range 20 {
 		pts = append(pts, ^uint64(0)-uint64(i)<<16)
 	}
-	rand.New(rand.NewPCG(9, 9)).Shuffle(len(pts), func(i, j int) { pts[i], pts[j] = pts[j], pts[i] })
-	s := &ringSnapshot{nodes: make([]Node, 3)}
-	s.setPoints(pts)
-	require.True(t, slices.IsSorted(s.points))
-	pts = s.points
+	slices.Sort(pts)
+	sorted := &ringSnapshot{nodes: make([]Node, 3)}
+	sorted.setSortedPoints(slices.Clone(pts))
+
+	shuffled := slices.Clone(pts)
+	rand.New(rand.NewPCG(9, 9)).Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+	counted := &ringSnapshot{nodes: make([]Node, 3)}
+	counted.setPoints(shuffled)
+	require.Equal(t, pts, counted.points, "counting sort")
+	require.Equal(t, sorted.index, counted.index)
+
 	for _, p := range pts {
 		for _, h := range []uint64{p, p &^ ringOwnerMask, p&^ringOwnerMask - 1, p | ringOwnerMask, p | ringOwnerMask + 1} {
-			require.Equal(t, ringLinearSearch(pts, h), s.search(h), "hash %#x", h)
+			require.Equal(t, ringLinearSearch(pts, h), sorted.search(h), "hash %#x", h)
 		}
 	}
 }
