@@ -112,7 +112,15 @@ type Config struct {
 	// Handler serves the host's other routes (pages, REST) on the gateway's
 	// own listeners. nil answers 404. It runs on the handler executor.
 	Handler http.Handler
-	// TLSConfig, when set, makes the own listeners serve TLS (wss/https).
+	// TLSConfig, when set, makes the own listeners serve TLS (wss/https);
+	// it requires Addrs. nbio terminates TLS with a fork of crypto/tls
+	// (github.com/lesismal/llib), so only these server fields are used:
+	// Certificates, GetCertificate (its ClientHelloInfo carries the hello's
+	// fields but no Context), MinVersion (default TLS 1.2, as crypto/tls),
+	// MaxVersion, CipherSuites, CurvePreferences (X25519 and the NIST
+	// curves), ClientAuth, ClientCAs, VerifyPeerCertificate,
+	// SessionTicketsDisabled, KeyLogWriter, Rand and Time. ALPN always
+	// offers http/1.1. GetConfigForClient is not supported.
 	TLSConfig *tls.Config
 
 	// Authenticate runs before the upgrade. nil means every connection gets
@@ -303,6 +311,16 @@ func (cfg Config) withDefaults() (Config, error) {
 	for _, s := range cfg.Subprotocols {
 		if s == "" || strings.ContainsAny(s, ", \t") {
 			return cfg, invalid("Subprotocols", "%q is not a token", s)
+		}
+	}
+	if t := cfg.TLSConfig; t != nil {
+		switch {
+		case len(cfg.Addrs) == 0:
+			return cfg, invalid("TLSConfig", "set without Addrs (a mounted gateway does not terminate TLS)")
+		case len(t.Certificates) == 0 && t.GetCertificate == nil:
+			return cfg, invalid("TLSConfig", "no Certificates and no GetCertificate")
+		case t.GetConfigForClient != nil:
+			return cfg, invalid("TLSConfig", "GetConfigForClient is not supported")
 		}
 	}
 	if cfg.Clock == nil {

@@ -35,7 +35,12 @@
 // other connections. A PreparedMessage holds the frame bytes encoded once;
 // server frames are unmasked, so the same bytes are written to every
 // connection and broadcasting allocates nothing per connection (plain TCP;
-// over TLS each connection encrypts its own copy).
+// over TLS each connection encrypts its own copy, and MaxOutgoingBytes and
+// Conn.Buffered count frame bytes, not TLS record overhead).
+//
+// With Config.TLSConfig the own listeners serve wss (and https for
+// Config.Handler); nbio terminates TLS on its event loops, and
+// Config.HandshakeTimeout also bounds the TLS handshake.
 //
 // The sweeper goroutine ticks every Config.SweepInterval: it sends a ping
 // to connections idle for Config.PingInterval, closes connections that sent

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -143,30 +142,6 @@ func New(cfg Config) (*Gateway, error) {
 		})
 	}
 	return g, nil
-}
-
-// llibTLSConfig converts the standard TLS config to llib's fork used by
-// nbio's non-blocking TLS.
-func llibTLSConfig(c *tls.Config) *llibtls.Config {
-	certs := make([]llibtls.Certificate, len(c.Certificates))
-	for i, cert := range c.Certificates {
-		certs[i] = llibtls.Certificate{
-			Certificate: cert.Certificate,
-			PrivateKey:  cert.PrivateKey,
-			OCSPStaple:  cert.OCSPStaple,
-			Leaf:        cert.Leaf,
-		}
-	}
-	return &llibtls.Config{
-		Certificates:       certs,
-		MinVersion:         c.MinVersion,
-		MaxVersion:         c.MaxVersion,
-		NextProtos:         []string{"http/1.1"},
-		CipherSuites:       c.CipherSuites,
-		ClientAuth:         llibtls.ClientAuthType(c.ClientAuth),
-		ClientCAs:          c.ClientCAs,
-		InsecureSkipVerify: c.InsecureSkipVerify,
-	}
 }
 
 // Start starts the engine, the executor, the sweeper and the listeners in
