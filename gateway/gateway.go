@@ -159,6 +159,9 @@ func (g *Gateway) Start() error {
 		g.state.Store(gwStopped)
 		return fmt.Errorf("gateway: start: %w", err)
 	}
+	// The coarse clock stamps new connections until the first sweep; New
+	// may have run long before Start.
+	g.now.Store(g.cfg.Clock.Now().UnixNano())
 	g.sweepStop = make(chan struct{})
 	g.sweepDone = make(chan struct{})
 	go g.sweeper(g.cfg.Clock.NewTicker(g.cfg.SweepInterval))
