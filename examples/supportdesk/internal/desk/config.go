@@ -85,6 +85,10 @@ type Config struct {
 	// History is how many messages each conversation keeps for recovery,
 	// and for how long. Default 1000 messages, 24h.
 	History fanout.HistoryOptions
+	// Retention is how long a resolved or closed conversation stays known
+	// (listed in hello, readable with resume) before it is forgotten.
+	// Default 1h.
+	Retention time.Duration
 	// NodeTTL is how long a node stays in the cluster without refreshing
 	// its presence. Default 5s.
 	NodeTTL time.Duration
@@ -146,6 +150,7 @@ func (c *Config) fill() error {
 		{&c.PositionDebounce, time.Second, "PositionDebounce"},
 		{&c.StatsInterval, time.Second, "StatsInterval"},
 		{&c.NodeTTL, 5 * time.Second, "NodeTTL"},
+		{&c.Retention, time.Hour, "Retention"},
 	} {
 		if err := setDur(f.d, f.v, f.name); err != nil {
 			return err

@@ -85,6 +85,7 @@ type conv struct {
 
 	assignedAt time.Time
 	frt, nrt   *slaTimer
+	forget     *time.Timer // set once the conversation is finished
 }
 
 type coreMetrics struct {
@@ -214,6 +215,9 @@ func (c *core) close() {
 	for _, cv := range c.convs {
 		cv.frt.stop()
 		cv.nrt.stop()
+		if cv.forget != nil {
+			cv.forget.Stop()
+		}
 	}
 	_ = c.asg.Close()
 	_ = c.q.Close()
@@ -269,6 +273,13 @@ func (c *core) info(cv *conv) protocol.ConvInfo {
 		st = stateName(s.State)
 	}
 	return protocol.ConvInfo{Conv: cv.id, State: st, Customer: cv.customer, Name: cv.custName, Agent: cv.agent, Tier: tierNames[cv.tier], Offset: cv.offset, Epoch: cv.epoch}
+}
+
+func snapState(c *session.Conversation) session.State {
+	if c == nil {
+		return session.Closed
+	}
+	return c.State
 }
 
 func stateName(s session.State) string {
@@ -376,6 +387,7 @@ func (c *core) onClose(cmd *command) {
 	if len(u.conns) > 0 {
 		return
 	}
+	c.dropIdleUser(u)
 	if u.role == auth.RoleAgent {
 		// Offline now: no new offers. The assigner's OfflineGrace keeps the
 		// agent's conversations until the grace period ends.
@@ -528,8 +540,8 @@ func (c *core) onMessage(cmd *command, u *user) {
 		return
 	}
 	snap, ok := c.store.Get(cv.id)
-	if !ok || snap.State == session.Closed {
-		c.fail(cmd, protocol.ErrCodeNoConversation, cv.id, "conversation is closed")
+	if !ok || snap.State == session.Closed || snap.State == session.Resolved {
+		c.fail(cmd, protocol.ErrCodeNoConversation, cv.id, "conversation is %s; send a message without conv to start a new one", stateName(snapState(snap)))
 		return
 	}
 	now := time.Now()
@@ -662,6 +674,34 @@ func (c *core) finish(cv *conv, actor, reason string, ev session.Event) {
 		c.toUser(id, out)
 	}
 	c.needDrain = true
+	if cv.forget == nil {
+		cv.forget = time.AfterFunc(c.cfg.Retention, func() { c.box.post(func() { c.forgetConv(cv) }) })
+	}
+}
+
+// forgetConv drops a finished conversation from memory after the retention
+// period, unless it was reopened in the meantime.
+func (c *core) forgetConv(cv *conv) {
+	if snap, ok := c.store.Get(cv.id); ok && snap.State != session.Resolved && snap.State != session.Closed {
+		cv.forget = nil
+		return
+	}
+	delete(c.convs, cv.id)
+	c.store.Delete(cv.id)
+	for _, id := range c.participants(cv) {
+		if u := c.users[id]; u != nil {
+			delete(u.convs, cv.id)
+			c.dropIdleUser(u)
+		}
+	}
+}
+
+// dropIdleUser forgets a customer or supervisor with no connection and no
+// conversation (agents stay known to the assigner).
+func (c *core) dropIdleUser(u *user) {
+	if u.role != auth.RoleAgent && len(u.conns) == 0 && len(u.convs) == 0 {
+		delete(c.users, u.id)
+	}
 }
 
 func (c *core) onResolve(cmd *command, u *user) {

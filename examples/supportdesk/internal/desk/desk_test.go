@@ -67,6 +67,8 @@ type client struct {
 	close chan error
 	// seen holds envelopes read but not yet matched by expect, in order.
 	seen []protocol.Envelope
+	// hello is the first frame the server sent.
+	hello protocol.Envelope
 }
 
 func dial(t *testing.T, srv *desk.Server, c auth.Claims) *client {
@@ -94,7 +96,7 @@ func dial(t *testing.T, srv *desk.Server, c auth.Claims) *client {
 		}
 	}()
 	t.Cleanup(cl.hangup)
-	cl.expect(protocol.TypeHello)
+	cl.hello = cl.expect(protocol.TypeHello)
 	return cl
 }
 
@@ -248,6 +250,23 @@ func TestEndToEndChat(t *testing.T) {
 	ag.send(protocol.Envelope{Type: protocol.TypeResolve, Conv: conv})
 	r := cust.expect(protocol.TypeResolved, convIs(conv))
 	assert.Equal(t, "resolved", r.State)
+
+	// A resolved conversation takes no more messages; a new message without
+	// conv starts a new conversation, and hello lists both.
+	cust.say(conv, "one more thing")
+	e := cust.expect(protocol.TypeError)
+	assert.Equal(t, protocol.ErrCodeNoConversation, e.Code)
+	cust.say("", "one more thing")
+	q := cust.expect(protocol.TypeQueued)
+	assert.NotEqual(t, conv, q.Conv)
+	again := dial(t, srv, customer("ann", auth.TierStandard))
+	require.Len(t, again.hello.Convs, 2)
+	states := map[string]string{}
+	for _, ci := range again.hello.Convs {
+		states[ci.Conv] = ci.State
+	}
+	assert.Equal(t, map[string]string{conv: "resolved", q.Conv: "offered"}, states, "bob is free, so the new one is already offered")
+	assert.Equal(t, "ann", again.hello.From)
 }
 
 func TestVIPServedBeforeEarlierStandard(t *testing.T) {
