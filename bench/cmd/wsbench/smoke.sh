@@ -13,12 +13,13 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 go build -o "$out/wsbench" ./cmd/wsbench
-timeout 600 "$out/wsbench" -smoke -json -html "$out/report.html" "$@" >"$out/results.jsonl"
+rc=0
+timeout 600 "$out/wsbench" -smoke -json -html "$out/report.html" "$@" >"$out/results.jsonl" || rc=$?
+cat "$out/results.jsonl"
 
 lines=$(grep -c '^{' "$out/results.jsonl" || true)
 if [[ "$lines" -ne 8 ]]; then
   echo "smoke: want 8 JSON lines (2 targets × 4 scenarios), got $lines" >&2
-  cat "$out/results.jsonl" >&2
   exit 1
 fi
 for key in target scenario conns established server_rss_bytes rss_per_conn_bytes connect_seconds \
@@ -33,5 +34,8 @@ if ! grep -q '<svg' "$out/report.html"; then
   echo "smoke: HTML report has no chart" >&2
   exit 1
 fi
-cat "$out/results.jsonl"
+if [[ "$rc" -ne 0 ]]; then
+  echo "smoke: wsbench failed (exit $rc); see the FAIL lines above" >&2
+  exit "$rc"
+fi
 echo "smoke: ok" >&2
