@@ -7,6 +7,7 @@ package sessionbench
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -163,6 +164,7 @@ func runMix(b *testing.B, c cache, keys []string, seq []uint32, par int, writes 
 	var starts atomic.Uint64
 	b.SetParallelism(par)
 	b.ReportAllocs()
+	runtime.GC() // start every contender without the previous one's GC debt
 	cpu0 := cpuTime()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
