@@ -515,40 +515,26 @@ func (r *Ring) build(prev *ringSnapshot, nodes []Node) *ringSnapshot {
 		return s
 	}
 	// Incremental change: the carried-over points stay sorted (remap is
-	// increasing), so a sequential filter, sort of the few new points and
-	// merge beat re-sorting everything.
-	old := make([]uint64, 0, kept)
-	for _, p := range prev.points {
-		if k := remap[p&ringOwnerMask]; k >= 0 {
-			old = append(old, p&^ringOwnerMask|uint64(k))
-		}
-	}
+	// increasing), so one sequential pass filters them and merges in the
+	// few new points, sorted first.
 	slices.Sort(add)
-	s.setSortedPoints(ringMerge(old, add))
-	return s
-}
-
-// ringMerge merges two sorted slices into a new one, or returns a itself
-// when b is empty.
-func ringMerge(a, b []uint64) []uint64 {
-	if len(b) == 0 {
-		return a
-	}
-	out := make([]uint64, len(a)+len(b))
-	i, j, k := 0, 0, 0
-	for i < len(a) && j < len(b) {
-		if a[i] <= b[j] {
-			out[k] = a[i]
-			i++
-		} else {
-			out[k] = b[j]
+	out := make([]uint64, 0, total)
+	j := 0
+	for _, p := range prev.points {
+		k := remap[p&ringOwnerMask]
+		if k < 0 {
+			continue
+		}
+		q := p&^ringOwnerMask | uint64(k)
+		for j < len(add) && add[j] < q {
+			out = append(out, add[j])
 			j++
 		}
-		k++
+		out = append(out, q)
 	}
-	k += copy(out[k:], a[i:])
-	copy(out[k:], b[j:])
-	return out
+	out = append(out, add[j:]...)
+	s.setSortedPoints(out)
+	return s
 }
 
 // ringMaxIndexBits caps the prefix table at 4 MiB.
