@@ -101,7 +101,7 @@ type Config[K comparable, V any] struct {
 
 // Store is a sharded, bounded map with LRU eviction and per-entry TTL. All
 // methods are safe for concurrent use. Get is allocation free; Set, Update,
-// Delete and Touch do not allocate in steady state (a shard's slab and map
+// Delete and Touch do not allocate in steady state (a shard's slab and index
 // grow until the shard is full, then slots are reused).
 //
 // Values are returned by copy: when V is a pointer, the store does not
