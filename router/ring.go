@@ -550,22 +550,26 @@ func ringIndexBits(n int) int {
 	return bits
 }
 
-// setSortedPoints stores sorted points and builds the prefix table with one
-// sequential pass.
+// setSortedPoints stores sorted points and builds the prefix table.
 func (s *ringSnapshot) setSortedPoints(points []uint64) {
 	bits := ringIndexBits(len(points))
 	shift := uint(64 - bits)
-	nb := 1 << bits
+	s.points, s.index, s.shift = points, ringPrefixIndex(points, shift, 1<<bits), shift
+}
+
+// ringPrefixIndex returns the table whose entry b is the number of points
+// with prefix (point >> shift) below b, which for sorted points is the first
+// point of bucket b; entry nb is len(points). Counting then summing avoids
+// the mispredicted branches of a per-bucket search.
+func ringPrefixIndex(points []uint64, shift uint, nb int) []uint32 {
 	index := make([]uint32, nb+1)
-	j := 0
-	for b := range nb {
-		for j < len(points) && points[j]>>shift < uint64(b) {
-			j++
-		}
-		index[b] = uint32(j)
+	for _, p := range points {
+		index[p>>shift+1]++
 	}
-	index[nb] = uint32(len(points))
-	s.points, s.index, s.shift = points, index, shift
+	for b := 1; b <= nb; b++ {
+		index[b] += index[b-1]
+	}
+	return index
 }
 
 // setPoints sorts points (in any order) into s.points and builds the prefix
@@ -576,13 +580,7 @@ func (s *ringSnapshot) setPoints(points []uint64) {
 	bits := ringIndexBits(len(points))
 	shift := uint(64 - bits)
 	nb := 1 << bits
-	index := make([]uint32, nb+1)
-	for _, p := range points {
-		index[p>>shift+1]++
-	}
-	for b := 1; b <= nb; b++ {
-		index[b] += index[b-1]
-	}
+	index := ringPrefixIndex(points, shift, nb)
 	sorted := make([]uint64, len(points))
 	for _, p := range points { // index[b] walks from the start to the end of bucket b
 		b := p >> shift
