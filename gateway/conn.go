@@ -261,6 +261,19 @@ func (c *Conn) closeWith(code int, reason string, now bool) bool {
 	return true
 }
 
+// clearStaleReadDeadline undoes a handshake read deadline that nbhttp armed
+// after the upgrade (see listener): an open connection has no read
+// deadline, a closing one has its close grace period. It needs no lock
+// with closeWith, which switches the state before it arms the grace
+// deadline: whichever of the two writes the deadline last, the state read
+// afterwards here sees closing if closeWith's write came first.
+func (c *Conn) clearStaleReadDeadline() {
+	_ = c.nbc.SetReadDeadline(time.Time{})
+	if c.state.Load() != stateOpen {
+		_ = c.nbc.SetReadDeadline(time.Now().Add(c.g.cfg.CloseGracePeriod))
+	}
+}
+
 func (c *Conn) writeClose(code int, reason string) error {
 	var buf [4 + 125]byte
 	n := 0

@@ -4,8 +4,8 @@
 //
 // # Model
 //
-// A Gateway owns one nbio engine, a bounded handler executor and one sweeper
-// goroutine. It can run its own listeners (Config.Addrs), serving the
+// A Gateway owns one nbio engine, a bounded handler executor, one sweeper
+// goroutine and one accept goroutine per own listener. It can run its own listeners (Config.Addrs), serving the
 // WebSocket endpoint at Config.Path and the host's other routes
 // (Config.Handler) on the same port, or it can be mounted as an http.Handler
 // inside an existing net/http server (Gateway.ServeHTTP), in which case the
@@ -95,6 +95,11 @@
 // cannot move connections to the pollers (501); terminate TLS in front or
 // use Config.TLSConfig. Shutdown waits until the engine has run for 200ms,
 // working around an nbio race when an engine is stopped right after Start.
+// nbhttp arms the handshake deadline only after a connection is registered
+// with a poller, so on a loaded machine it could arm it after the upgrade
+// cleared it and drop a healthy connection HandshakeTimeout later; the
+// gateway runs its own accept loops so that it can clear such a late
+// deadline (see TestLateHandshakeDeadlineCleared).
 //
 // # Metrics
 //

@@ -47,8 +47,10 @@ type Gateway struct {
 	state  atomic.Int32
 
 	mu        sync.Mutex // guards lifecycle fields below
-	listeners []*drainListener
+	listeners []*listener
 	addrs     []net.Addr
+	tls       *llibtls.Config // for the own listeners; nil: plain TCP
+	settling  settling
 	sweepStop chan struct{}
 	sweepDone chan struct{}
 	emptied   chan struct{} // signalled when the last connection closes while draining
@@ -90,16 +92,14 @@ func New(cfg Config) (*Gateway, error) {
 		SupportServerOnly:       true,
 		ReleaseWebsocketPayload: true,
 		Handler:                 http.HandlerFunc(g.serveOwn),
-		Listen:                  g.listen,
+		// The gateway runs its own accept loops (listener.go); nbhttp gets
+		// no addresses.
 	}
 	if cfg.MaxMessageSize > 0 {
 		ncfg.ReadLimit = int(cfg.MaxMessageSize) + 64<<10
 	}
 	if cfg.TLSConfig != nil {
-		ncfg.AddrsTLS = append([]string(nil), cfg.Addrs...)
-		ncfg.TLSConfig = llibTLSConfig(cfg.TLSConfig)
-	} else {
-		ncfg.Addrs = append([]string(nil), cfg.Addrs...)
+		g.tls = llibTLSConfig(cfg.TLSConfig)
 	}
 	g.engine = nbhttp.NewEngine(ncfg)
 	// Text payloads are checked by the gateway, which answers 1007 (nbio
@@ -153,8 +153,24 @@ func (g *Gateway) Start() error {
 	if g.state.Load() != gwNew {
 		return errors.New("gateway: already started")
 	}
+	for _, addr := range g.cfg.Addrs {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range g.listeners {
+				l.close()
+			}
+			g.listeners, g.addrs = nil, nil
+			g.state.Store(gwStopped)
+			return fmt.Errorf("gateway: start: %w", err)
+		}
+		g.listeners = append(g.listeners, &listener{ln: ln, tls: g.tls, closed: make(chan struct{}), done: make(chan struct{})})
+		g.addrs = append(g.addrs, ln.Addr())
+	}
 	g.exec.start(g.cfg.HandlerWorkers)
 	if err := g.engine.Start(); err != nil {
+		for _, l := range g.listeners {
+			l.close()
+		}
 		g.exec.shutdown()
 		g.state.Store(gwStopped)
 		return fmt.Errorf("gateway: start: %w", err)
@@ -167,6 +183,9 @@ func (g *Gateway) Start() error {
 	go g.sweeper(g.cfg.Clock.NewTicker(g.cfg.SweepInterval))
 	g.startedAt = time.Now()
 	g.state.Store(gwRunning)
+	for _, l := range g.listeners {
+		go g.acceptLoop(l)
+	}
 	return nil
 }
 
@@ -176,49 +195,6 @@ func (g *Gateway) Addrs() []net.Addr {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return append([]net.Addr(nil), g.addrs...)
-}
-
-// listen is nbio's Listen hook: it records the bound address and wraps the
-// listener so that Shutdown can stop accepting before the engine stops.
-func (g *Gateway) listen(network, addr string) (net.Listener, error) {
-	ln, err := net.Listen(network, addr)
-	if err != nil {
-		return nil, err
-	}
-	dl := &drainListener{Listener: ln, closed: make(chan struct{})}
-	g.listeners = append(g.listeners, dl) // under g.mu: called from Start
-	g.addrs = append(g.addrs, ln.Addr())
-	return dl, nil
-}
-
-// drainListener turns Accept on a closed listener into a short wait, so
-// nbio's accept loop does not spin between Shutdown closing the listener
-// and the engine stopping.
-type drainListener struct {
-	net.Listener
-	once   sync.Once
-	closed chan struct{}
-}
-
-func (l *drainListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		select {
-		case <-l.closed:
-			time.Sleep(10 * time.Millisecond)
-		default:
-		}
-	}
-	return c, err
-}
-
-func (l *drainListener) Close() error {
-	var err error
-	l.once.Do(func() {
-		close(l.closed)
-		err = l.Listener.Close()
-	})
-	return err
 }
 
 // serveOwn routes requests on the own listeners.
@@ -325,6 +301,13 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		_ = ws.Close()
 		g.slots.Add(-1)
 		return
+	}
+	// nbhttp's accept path arms the handshake deadline after registering
+	// the connection with a poller, so it may do so after the upgrade
+	// cleared it (see listener): clear it again, now if that path is done,
+	// or when it is.
+	if !g.settling.upgraded(c) {
+		_ = c.nbc.SetReadDeadline(time.Time{})
 	}
 	if c.mounted {
 		c.openMu.Lock()

@@ -31,7 +31,10 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	for _, l := range listeners {
-		_ = l.Close()
+		l.close()
+	}
+	for _, l := range listeners {
+		<-l.done // the accept goroutine has handed its last connection to nbhttp
 	}
 	g.handshake.Wait()
 
