@@ -44,7 +44,7 @@
 // Metrics (subsystem "router", label ring = RingConfig.Name), registered
 // only when RingConfig.Observer is set:
 //
-//	switchboard_router_ring_lookups_total            counter, striped so it stays off the lookup's critical path
+//	switchboard_router_ring_lookups_total            counter (one atomic add on 1 of 64 striped counters per lookup)
 //	switchboard_router_ring_changes_total{op}        counter, op = add | remove | weight | members
 //	switchboard_router_ring_nodes                    gauge
 //	switchboard_router_ring_points                   gauge, virtual nodes

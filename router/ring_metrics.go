@@ -3,6 +3,7 @@ package router
 import (
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -131,15 +132,16 @@ func (m *ringMetrics) close() {
 	m.collector.detach(m.stripes)
 }
 
-// ringStripes counts lookups without a shared hot word: the key's hash picks
-// one of 64 cache-line-sized counters, so parallel lookups of different keys
-// rarely touch the same line.
+// ringStripes counts lookups without a shared hot word: a per-thread random
+// number (math/rand/v2's runtime source, lock-free) picks one of 64
+// cache-line-sized counters, so parallel lookups rarely touch the same line,
+// even when they all look up the same hot key.
 type ringStripes [64]struct {
 	n atomic.Uint64
 	_ [56]byte
 }
 
-func (s *ringStripes) inc(h uint64) { s[h&63].n.Add(1) }
+func (s *ringStripes) inc() { s[rand.Uint32()&63].n.Add(1) }
 
 func (s *ringStripes) sum() uint64 {
 	var t uint64
