@@ -86,8 +86,9 @@ type Config[K comparable, V any] struct {
 	// OnEvict, if set, is called once for every entry that leaves the store
 	// and for every value Set replaces, with the reason. It runs on the
 	// goroutine that caused the removal (or the janitor), after the shard
-	// lock is released, so it may call back into the store or block — though
-	// blocking delays that caller.
+	// lock is released, so it may call back into the store (except Close,
+	// which waits for the janitor) or block — though blocking delays that
+	// caller.
 	OnEvict func(key K, value V, reason Reason)
 	// Clock supplies time for TTLs and the janitor. Default SystemClock.
 	Clock Clock
