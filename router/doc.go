@@ -57,6 +57,41 @@
 //
 // # Agent assignment
 //
-// The Assigner hands conversations to support agents; its model, errors and
-// metrics are described below.
+// An Assigner routes waiting conversations to agents. Agents have a presence
+// (Online gets new work; Busy and Away keep their conversations but get
+// nothing new; Offline hands its conversations back), a capacity (maximum
+// concurrent conversations, active plus offered; 0 = unlimited), skills and
+// teams. Assign picks an eligible agent (online, free capacity, all required
+// skills, the team if asked, not excluded) by a Strategy — LeastLoaded (fewest
+// active; ties to the agent waiting longest since their last assignment),
+// RoundRobin (turns in rotation, newcomers last), LoadRotation (oldest last
+// assignment first), or Sticky (the customer's last agent if eligible,
+// otherwise a fallback) — and claims a slot atomically under one mutex, so
+// capacity is never exceeded and no conversation is held twice. Optional
+// skills are required until AssignerConfig.OptionalSkillWait has passed since
+// Request.WaitingSince, then only rank agents that have them first. Eligible
+// agents are kept in heaps per requested (skill set, team), so an assignment
+// is O(log n), not a scan, and does not allocate.
+//
+// Offer reserves a slot on one agent until Accept; after OfferTimeout (30 s)
+// the offer expires, the miss is recorded, the slot is freed and
+// OnOfferExpired gets a Retry request excluding that agent. Every increase of
+// an agent's assignable slots (came online, released, capacity raised, offer
+// ended, skills gained) produces exactly one OnCapacity event so the host
+// drains its queue at once; an agent going offline hands its conversations to
+// OnAgentOffline, after OfflineGrace. AssignManual may exceed capacity with
+// force. Callbacks run after the lock is released and may call the Assigner.
+//
+// Errors: ErrNoAgent (possibly as *NoAgentError{RelaxAt}), ErrAtCapacity,
+// ErrUnknownAgent, ErrAgentOffline, ErrInvalidAgent, ErrInvalidRequest,
+// ErrAlreadyAssigned, ErrNotAssigned, ErrOfferExpired, ErrUnknownOffer,
+// ErrAssignerClosed; NewAssigner returns an error naming the bad field.
+//
+// Metrics (switchboard_router_…): assign_total{strategy} (built-in strategy
+// name, "sticky", "manual", "transfer"), assign_no_agent_total,
+// assign_duration_seconds{op="assign"|"offer"},
+// offers_total{event="made"|"accepted"|"declined"|"expired"|"canceled"},
+// agents_by_presence{presence}, agents_capacity_in_use (active plus offered),
+// agents_capacity_online (sum of finite capacities of online agents),
+// agents_offline_conversations_total, agents_capacity_events_total.
 package router
