@@ -315,8 +315,21 @@ func TestBrowserPages(t *testing.T) {
 	ann.open("/")
 	ann.waitText("#messages .msg.theirs .text", "arrives tomorrow")
 	require.Equal(t, []int{1, 2, 3, 4}, evalJS[[]int](ann, `[...document.querySelectorAll("#messages li.msg[data-offset]")].map(e => +e.dataset.offset)`), "each message shown once, in order")
+
 	ann.typeInto("#composer-text", "Great, thank you!\n")
 	bob.waitText("#messages .msg.theirs .text", "Great, thank you!")
+	ann.waitJS("all the customer's messages read", `document.querySelectorAll("#messages li.msg.mine").length === 2 && document.querySelectorAll("#messages li.msg.mine .tick:not(.read)").length === 0`)
+	custPNG := ann.shot(shots, "customer")
+
+	step("the server asks for a reload (the stored history epoch is stale): a clear notice, history refetched")
+	evalJS[chromedp.Void](ann, `(() => { const k = "supportdesk.customer"; const s = JSON.parse(localStorage.getItem(k)); s.transcript.epoch = "stale"; s.transcript.msgs.forEach(m => m.epoch = "stale"); localStorage.setItem(k, JSON.stringify(s)); })()`)
+	ann.do(chromedp.Reload())
+	ann.waitText("#banner", "reload the conversation")
+	ann.waitText("#messages .note", "reloaded")
+	ann.waitText("#messages .msg.theirs .text", "arrives tomorrow")
+	require.Equal(t, []int{1, 2, 3, 4, 5}, evalJS[[]int](ann, `[...document.querySelectorAll("#messages li.msg[data-offset]")].map(e => +e.dataset.offset)`), "the whole history again, once")
+	ann.click("#banner button")
+	ann.waitJS("notice dismissed", `document.querySelector("#banner").hidden`)
 
 	step("the supervisor sees the conversation and watches it")
 	sup.waitText("#convs tbody", "Ann")
@@ -355,7 +368,7 @@ func TestBrowserPages(t *testing.T) {
 	bob.waitText("#offers .left", "moves on in")
 
 	step("screenshots at 1280x800")
-	custPNG := ann.shot(shots, "customer")
+	ann.shot(shots, "customer-later")
 	vera.shot(shots, "customer-waiting")
 	agentPNG := bob.shot(shots, "agent")
 	supPNG := sup.shot(shots, "supervisor")
@@ -378,6 +391,14 @@ func TestBrowserPages(t *testing.T) {
 	ann.waitText("#conv-state", "Ended")
 	ann.waitText("#messages .note", "resolved")
 	bob.waitText("#offers .offer-name", "Sam")
+
+	step("the agent sends the VIP back to the queue")
+	bob.click(`#convs button.conv:not(.ended)`)
+	bob.waitText("#pane-name", "Vera")
+	bob.click("#to-queue")
+	vera.waitText("#messages .note", "back at the front of the queue")
+	vera.waitText("#conv-state", "Waiting")
+	bob.waitJS("Vera left the agent's list", `![...document.querySelectorAll("#convs .conv-name")].some(e => e.textContent === "Vera")`)
 
 	if os.Getenv("SWITCHBOARD_UPDATE_SCREENSHOTS") == "1" {
 		docs := filepath.Join("..", "..", "..", "..", "docs", "screenshots")

@@ -234,8 +234,8 @@
           const existed = convs.has(ci.conv);
           const c = ensureConv(ci.conv, ci);
           c.myRead = Math.max(c.myRead, ci.read || 0);
-          c.t.known(ci.offset, ci.epoch);
-          if (existed) c.t.resume(true); // after a reconnect, from our last offset
+          if (existed) c.t.reconnected(ci.offset, ci.epoch); // after a reconnect, from our last offset
+          else c.t.known(ci.offset, ci.epoch);
           for (const p of c.pending) if (!p.acked) send({ type: "message", conv: c.id, id: p.id, text: p.text });
         }
         for (const c of convs.values()) {
@@ -280,7 +280,7 @@
         const fresh = !convs.has(e.conv);
         const c = ensureConv(e.conv, { customer: e.customer, tier: e.tier, state: "active" });
         c.state = "active";
-        if (e.message) c.t.note("Transferred to you (" + e.message + ").");
+        if (e.message) c.t.note(e.message.charAt(0).toUpperCase() + e.message.slice(1) + ".");
         c.t.known(e.offset, e.epoch);
         if (accepting === e.conv || !selected || !convs.has(selected)) {
           accepting = "";

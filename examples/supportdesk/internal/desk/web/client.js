@@ -29,6 +29,7 @@ const Desk = (() => {
 
   // fmtDuration renders milliseconds as "1 min 05 s" / "42 s".
   function fmtDuration(ms) {
+    if (ms > 0 && ms < 1000) return "<1 s";
     const s = Math.max(0, Math.round(ms / 1000));
     if (s < 60) return s + " s";
     const m = Math.floor(s / 60);
@@ -263,7 +264,7 @@ const Desk = (() => {
       this.onChange = onChange || (() => {});
       this.onReload = onReload || (() => {});
       this.resumeAt = 0;
-      this.reloadEpoch = null;
+      this.resyncing = false; // a resume with a stale epoch is waiting for reload
     }
 
     get last() {
@@ -272,22 +273,42 @@ const Desk = (() => {
       return m;
     }
 
-    // known reports a position the server mentioned (hello, queued,
-    // assigned, watch, ack, resolved); it resumes when we are behind.
+    // known reports a position the server mentioned (queued, assigned,
+    // watch, ack, resolved); it resumes when we are behind.
     known(offset, epoch) {
       if (epoch && this.epoch && epoch !== this.epoch) {
-        this.resume(true);
+        this.resync();
         return;
       }
       if (epoch && !this.epoch) this.epoch = epoch;
       if ((offset || 0) > this.contig) this.resume();
     }
 
+    // reconnected resumes after a (re)connect from our last offset; offset
+    // and epoch are the server's position from hello, when known.
+    reconnected(offset, epoch) {
+      this.resyncing = false;
+      if (epoch && this.epoch && epoch !== this.epoch) this.resync();
+      else this.resume(true);
+    }
+
+    // resync asks with our old epoch, once, so that the server answers
+    // reload with its current position.
+    resync() {
+      if (this.resyncing) return;
+      this.resyncing = true;
+      this.sendResume();
+    }
+
     // resume asks for everything after contig (throttled while one is in flight).
     resume(force) {
-      const now = Date.now();
-      if (!force && now - this.resumeAt < 700) return;
-      this.resumeAt = now;
+      if (this.resyncing) return;
+      if (!force && Date.now() - this.resumeAt < 700) return;
+      this.sendResume();
+    }
+
+    sendResume() {
+      this.resumeAt = Date.now();
       const env = { type: "resume", conv: this.conv };
       if (this.contig > 0 || this.epoch) {
         env.offset = this.contig;
@@ -301,8 +322,8 @@ const Desk = (() => {
       const off = m.offset || 0;
       if (!off) return false;
       if (m.epoch && this.epoch && m.epoch !== this.epoch) {
-        // The history was replaced: the resume with our old epoch answers reload.
-        this.resume(true);
+        // The history was replaced: a resume with our old epoch answers reload.
+        this.resync();
         return false;
       }
       if (m.epoch && !this.epoch) this.epoch = m.epoch;
@@ -314,21 +335,28 @@ const Desk = (() => {
       return true;
     }
 
-    // reload handles the server's reload: drop our copy, fetch what the
-    // history still has in the current epoch, and if even that is gone,
-    // continue from the current position.
+    // reload handles the server's reload. A new epoch means the history
+    // was replaced: drop our copy and fetch the new one from the start. The
+    // same epoch means our position is older than what the history keeps:
+    // keep what we have and continue from the server's position.
     reload(r) {
-      this.msgs.clear();
-      this.epoch = r.epoch || "";
-      if (this.reloadEpoch !== this.epoch) {
-        this.reloadEpoch = this.epoch;
+      const had = this.msgs.size > 0 || this.contig > 0;
+      if (this.resyncing || (r.epoch || "") !== this.epoch) {
+        this.resyncing = false;
+        this.msgs.clear();
+        this.epoch = r.epoch || "";
         this.contig = 0;
+        if (had) {
+          this.note("The conversation history was replaced on the server and has been reloaded.");
+          this.onReload(r);
+        }
       } else {
+        if (this.contig >= (r.offset || 0)) return; // an answer we no longer need
         this.contig = r.offset || 0;
+        this.note("Some earlier messages are no longer available.");
+        this.onReload(r);
       }
-      this.note("Earlier messages were reloaded from the server.");
-      this.onReload(r);
-      this.resume(true);
+      this.sendResume();
       this.onChange();
     }
 

@@ -53,14 +53,14 @@
         save();
       },
       onReload: () => {
-        showBanner("The server could not replay every message you missed, so this conversation was reloaded from its history. Messages older than the history limit are no longer shown.");
+        showBanner("The server asked this page to reload the conversation: it could not replay every message you missed. What its history still holds is shown below.");
       },
     });
     return t;
   }
 
   function showBanner(text) {
-    ui.banner.textContent = text;
+    ui.banner.replaceChildren(el("span", {}, text), " ", el("button", { type: "button", class: "link", onclick: () => showBanner("") }, "Dismiss"));
     ui.banner.hidden = !text;
   }
 
@@ -173,8 +173,7 @@
       s.myRead = Math.max(s.myRead || 0, inf.read || 0);
       if (inf.agent && !s.agentName) s.agentName = inf.agent;
       applyState(inf.state);
-      t.known(inf.offset, inf.epoch);
-      t.resume(true); // after every reconnect, from our last offset
+      t.reconnected(inf.offset, inf.epoch); // after every (re)connect, from our last offset
       resendPending();
       sendRead();
       return;
@@ -183,8 +182,7 @@
     if (open) {
       adopt(open.conv);
       applyState(open.state);
-      t.known(open.offset, open.epoch);
-      t.resume(true);
+      t.reconnected(open.offset, open.epoch);
       return;
     }
     if (wantStart || !s.mode || s.mode === "starting") {

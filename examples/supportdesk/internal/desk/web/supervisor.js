@@ -209,8 +209,7 @@
       case "watch":
         if (!watch || watch.conv !== e.conv) break;
         watch.info = { conv: e.conv, state: e.state, agent: e.agent, customer: e.customer, tier: e.tier };
-        watch.t.known(e.offset, e.epoch);
-        watch.t.resume(true);
+        watch.t.reconnected(e.offset, e.epoch);
         renderWatch();
         break;
       case "unwatch":
