@@ -947,6 +947,8 @@ func (c *core) offered(cv *conv, offer router.Offer) {
 		c.log.Warn("offer transition", "conv", cv.id, "err", err)
 	}
 	c.sendOffer(cv)
+	// The customer is next: an agent is looking at the conversation.
+	c.toUser(cv.customer, &protocol.Envelope{Type: protocol.TypePosition, Conv: cv.id, Tier: tierNames[cv.tier], State: "offered"})
 }
 
 func (c *core) sendOffer(cv *conv) {
@@ -1008,7 +1010,7 @@ func (c *core) onQueueDeadline(it queue.Item[any], action string) {
 	if m := c.metrics; m != nil {
 		m.queueTimeouts.WithLabelValues(tierNames[cv.tier], action).Inc()
 	}
-	c.toSupervisors(&protocol.Envelope{Type: protocol.TypeSLA, Conv: cv.id, Tier: tierNames[cv.tier], Kind: "queue_wait", State: action, Customer: cv.customer})
+	c.toSupervisors(&protocol.Envelope{Type: protocol.TypeSLA, Conv: cv.id, Tier: tierNames[cv.tier], Kind: "queue_wait", State: action, Customer: cv.customer, Name: cv.custName})
 	if action == "drop" {
 		cv.queued = false
 		c.finish(cv, "system", "no agent became available in time", session.Close)

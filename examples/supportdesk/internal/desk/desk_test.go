@@ -212,6 +212,7 @@ func TestEndToEndChat(t *testing.T) {
 	ag := dial(t, srv, agent("bob", 2))
 	o := ag.expect(protocol.TypeOffer)
 	assert.Equal(t, conv, o.Conv)
+	cust.expect(protocol.TypePosition, func(e protocol.Envelope) bool { return e.State == "offered" })
 	assert.Equal(t, "ann", o.Customer)
 	assert.Greater(t, o.Expires, time.Now().UnixMilli())
 	ag.send(protocol.Envelope{Type: protocol.TypeAccept, Conv: conv, Offer: o.Offer})

@@ -48,6 +48,6 @@ func (c *core) slaEvent(cv *conv, t *slaTimer, status string) {
 	c.log.Warn("sla "+status, "conv", cv.id, "tier", tier, "kind", t.kind)
 	c.toSupervisors(&protocol.Envelope{
 		Type: protocol.TypeSLA, Conv: cv.id, Tier: tier, Kind: t.kind, State: status,
-		Due: t.due.UnixMilli(), Agent: cv.agent, Customer: cv.customer,
+		Due: t.due.UnixMilli(), Agent: cv.agent, Customer: cv.customer, Name: cv.custName,
 	})
 }
