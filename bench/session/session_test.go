@@ -210,6 +210,9 @@ func cpuTime() int64 {
 // every contender and checks that the sharded LRU keeps pace with
 // golang-lru's exact global LRU. Run with -v to see the ratios.
 func TestHitRatio(t *testing.T) {
+	if raceEnabled {
+		t.Skip("single goroutine: nothing for the race detector, and ten times slower under it")
+	}
 	keys, seq := workload()
 	ratios := map[string]float64{}
 	for _, ct := range contenders {
@@ -224,6 +227,9 @@ func TestHitRatio(t *testing.T) {
 
 // TestGetDoesNotAllocate checks the 0-allocation claim for Get on string keys.
 func TestGetDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
 	keys, _ := workload()
 	s, err := session.New(session.Config[string, int]{Capacity: capacity, JanitorInterval: -1})
 	require.NoError(t, err)

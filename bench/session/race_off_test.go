@@ -1,0 +1,5 @@
+//go:build !race
+
+package sessionbench
+
+const raceEnabled = false
