@@ -71,8 +71,11 @@ func TestTLS(t *testing.T) {
 		TLSConfig:      &tls.Config{Certificates: []tls.Certificate{cert}},
 		OnMessage:      echo,
 		MaxMessageSize: 1 << 20,
-		DrainBatch:     2,
-		DrainInterval:  time.Millisecond,
+		// More than all the concurrent writers below queue in total, so a
+		// reader lagging on a loaded machine is not a slow consumer.
+		MaxOutgoingBytes: 16 << 20,
+		DrainBatch:       2,
+		DrainInterval:    time.Millisecond,
 	})
 	require.True(t, strings.HasPrefix(h.url, "wss://"))
 
