@@ -141,13 +141,17 @@ type Ring struct {
 //
 // index is a prefix table over points: index[b] is the first point whose top
 // bits (point >> shift) are ≥ b, and index[len-1] == len(points). It narrows
-// a lookup to the points sharing the key's prefix, about one.
+// a search to the points sharing the key's prefix, about one.
+//
+// table has one 16-byte ringBucket per prefix bucket, from which Lookup
+// answers most keys without reading index or points (see ownerOf).
 type ringSnapshot struct {
 	version     uint64
 	nodes       []Node // sorted by ID
+	table       []ringBucket
+	shift       uint
 	points      []uint64
 	index       []uint32
-	shift       uint
 	totalWeight int
 }
 
@@ -200,29 +204,50 @@ func NewRing(cfg RingConfig) (*Ring, error) {
 // Lookup returns the node that owns key, and false when the ring is empty.
 // It never blocks and does not allocate.
 func (r *Ring) Lookup(key string) (Node, bool) {
+	// Small enough to be inlined, so the caller copies the Node straight
+	// from the snapshot rather than through registers and its stack.
+	if n := r.lookupString(key); n != nil {
+		return *n, true
+	}
+	return Node{}, false
+}
+
+// LookupBytes is Lookup for a []byte key; both give the same answer for the
+// same bytes. It never blocks and does not allocate.
+func (r *Ring) LookupBytes(key []byte) (Node, bool) {
+	if n := r.lookupBytes(key); n != nil {
+		return *n, true
+	}
+	return Node{}, false
+}
+
+// lookupString returns the owner of key in the current snapshot, or nil
+// when the ring is empty. The Node is immutable (snapshots are never
+// modified), so the caller may copy it at leisure.
+func (r *Ring) lookupString(key string) *Node {
 	h := xxhash.Sum64String(key)
 	if st := r.lookups; st != nil {
 		st.inc()
 	}
 	s := r.snap.Load()
 	if len(s.nodes) == 0 {
-		return Node{}, false
+		return nil
 	}
-	return s.nodes[s.points[s.search(h)]&ringOwnerMask], true
+	return &s.nodes[s.ownerOf(h)]
 }
 
-// LookupBytes is Lookup for a []byte key; both give the same answer for the
-// same bytes. It never blocks and does not allocate.
-func (r *Ring) LookupBytes(key []byte) (Node, bool) {
+// lookupBytes is lookupString for a []byte key. (Hashing in a shared
+// function would add a call to every lookup.)
+func (r *Ring) lookupBytes(key []byte) *Node {
 	h := xxhash.Sum64(key)
 	if st := r.lookups; st != nil {
 		st.inc()
 	}
 	s := r.snap.Load()
 	if len(s.nodes) == 0 {
-		return Node{}, false
+		return nil
 	}
-	return s.nodes[s.points[s.search(h)]&ringOwnerMask], true
+	return &s.nodes[s.ownerOf(h)]
 }
 
 // LookupN returns up to n distinct nodes for key in ring order: the owner
@@ -558,6 +583,7 @@ func (s *ringSnapshot) setSortedPoints(points []uint64) {
 	bits := ringIndexBits(len(points))
 	shift := uint(64 - bits)
 	s.points, s.index, s.shift = points, ringPrefixIndex(points, shift, 1<<bits), shift
+	s.table = ringBucketTable(s.points, s.index, s.shift)
 }
 
 // ringPrefixIndex returns the table whose entry b is the number of points
@@ -607,6 +633,7 @@ func (s *ringSnapshot) setPoints(points []uint64) {
 		}
 	}
 	s.points, s.index, s.shift = sorted, index, shift
+	s.table = ringBucketTable(s.points, s.index, s.shift)
 }
 
 // search returns the index of the first point at or after the position of
@@ -675,5 +702,5 @@ func (s *ringSnapshot) owner(h uint64) Node {
 	if len(s.nodes) == 0 {
 		return Node{}
 	}
-	return s.nodes[s.points[s.search(h)]&ringOwnerMask]
+	return s.nodes[s.ownerOf(h)]
 }

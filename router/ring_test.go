@@ -292,6 +292,110 @@ func ringLinearSearch(pts []uint64, h uint64) int {
 	return i
 }
 
+// ringCheckOwnerOf checks the bucket table of s against its points and
+// ownerOf against ringLinearSearch for hashes at, just before and just after
+// every point, at the ends of the circle and at n random places. It returns
+// how many probes fell strictly between the first and last point of a bucket
+// (the path that scans the points), so callers can require that it ran.
+func ringCheckOwnerOf(t *testing.T, s *ringSnapshot, rng *rand.Rand, n int) int {
+	t.Helper()
+	require.Len(t, s.table, len(s.index)-1)
+	for b, e := range s.table {
+		lo, hi := s.index[b], s.index[b+1]
+		next := s.points[int(hi)%len(s.points)] & ringOwnerMask
+		if lo == hi {
+			require.Equal(t, uint64(b), e.first>>s.shift, "empty bucket %d", b)
+			require.Equal(t, next, e.first&ringOwnerMask, "empty bucket %d", b)
+		} else {
+			require.Equal(t, s.points[lo], e.first, "bucket %d", b)
+		}
+		require.Equal(t, next, e.tail&ringOwnerMask, "bucket %d", b)
+	}
+	probes := []uint64{0, ^uint64(0), 1 << 63, 1<<63 - 1}
+	for _, p := range s.points {
+		probes = append(probes, p, p&^ringOwnerMask-1, p|ringOwnerMask, p|ringOwnerMask+1)
+	}
+	for range n {
+		probes = append(probes, rng.Uint64())
+	}
+	scanned := 0
+	for _, h := range probes {
+		e := s.table[h>>s.shift]
+		k := h &^ ringOwnerMask
+		if k > e.first && k <= e.first&^ringOwnerMask+e.tail&^ringOwnerMask {
+			scanned++
+		}
+		want := uint16(s.points[ringLinearSearch(s.points, h)] & ringOwnerMask)
+		require.Equal(t, want, s.ownerOf(h), "hash %#x", h)
+	}
+	return scanned
+}
+
+// TestRingOwnerOfMatchesLinearSearch checks the bucket table Lookup reads
+// against the definition, for rings of every shape and after every kind of
+// change (the incremental merge and the full counting sort build the table
+// alike).
+func TestRingOwnerOfMatchesLinearSearch(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	scanned := 0
+	for _, tc := range []struct{ nodes, vnodes int }{
+		{1, 1}, {1, 7}, {2, 1}, {3, 3}, {10, 50}, {64, 400}, {300, 20},
+	} {
+		t.Run(fmt.Sprintf("%dx%d", tc.nodes, tc.vnodes), func(t *testing.T) {
+			r := newTestRing(t, RingConfig{VirtualNodes: tc.vnodes, Nodes: ringNodesOf(ringIDs(1, tc.nodes))})
+			scanned += ringCheckOwnerOf(t, r.snap.Load(), rng, 2000)
+
+			require.NoError(t, r.Add(Node{ID: "added", Weight: 3}))
+			scanned += ringCheckOwnerOf(t, r.snap.Load(), rng, 2000)
+			require.NoError(t, r.SetWeight(ringIDs(1, 1)[0], 2))
+			scanned += ringCheckOwnerOf(t, r.snap.Load(), rng, 2000)
+			require.NoError(t, r.Remove("added"))
+			scanned += ringCheckOwnerOf(t, r.snap.Load(), rng, 2000)
+			require.NoError(t, r.SetMembers(ringNodesOf(ringIDs(2, tc.nodes))))
+			scanned += ringCheckOwnerOf(t, r.snap.Load(), rng, 2000)
+
+			buf := make([]byte, 0, 32)
+			s := r.snap.Load()
+			for i := range 2000 {
+				key := ringKey(buf, i)
+				want := s.nodes[s.points[ringLinearSearch(s.points, xxhash.Sum64(key))]&ringOwnerMask]
+				got, ok := r.LookupBytes(key)
+				require.True(t, ok)
+				require.Equal(t, want, got)
+				got, ok = r.Lookup(string(key))
+				require.True(t, ok)
+				require.Equal(t, want, got)
+			}
+		})
+	}
+	require.Positive(t, scanned, "no probe exercised the in-bucket scan")
+}
+
+// TestRingOwnerOfDenseBuckets covers buckets of many points, empty buckets
+// at both ends and owners up to 0xffff in the bucket table.
+func TestRingOwnerOfDenseBuckets(t *testing.T) {
+	var pts []uint64
+	for i := range 40 {
+		pts = append(pts, uint64(i)<<20|7, uint64(i)<<20|1<<16|0xfffe) // a cluster at the bottom
+	}
+	pts = append(pts, 1<<63|5, 1<<63|2<<16|0xffff, 3<<62)
+	for i := range 20 {
+		pts = append(pts, ^uint64(0)-uint64(i)<<16)
+	}
+	slices.Sort(pts)
+	rng := rand.New(rand.NewPCG(7, 7))
+	sorted := &ringSnapshot{nodes: make([]Node, 3)}
+	sorted.setSortedPoints(slices.Clone(pts))
+	require.Positive(t, ringCheckOwnerOf(t, sorted, rng, 5000))
+
+	shuffled := slices.Clone(pts)
+	rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+	counted := &ringSnapshot{nodes: make([]Node, 3)}
+	counted.setPoints(shuffled)
+	require.Equal(t, sorted.table, counted.table)
+	require.Positive(t, ringCheckOwnerOf(t, counted, rng, 5000))
+}
+
 func FuzzRingSearch(f *testing.F) {
 	f.Add(uint64(0), uint8(3), uint8(5), "alpha")
 	f.Add(^uint64(0), uint8(1), uint8(1), "")

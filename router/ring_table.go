@@ -1,0 +1,80 @@
+package router
+
+// ringBucket is one entry of a snapshot's bucket table: what a lookup needs
+// to know about one prefix bucket (the points whose top bits, point >> shift,
+// equal the bucket number) to answer most keys from this 16-byte entry
+// alone, one cache line, without touching points:
+//
+//   - a key at or before the bucket's first point belongs to that point;
+//   - a key after the bucket's last point belongs to the first point after
+//     the bucket (wrapping to points[0]);
+//   - only a key between the first and the last point of a bucket of two or
+//     more points needs the points, and is found among them.
+//
+// With about one point per bucket the last case is about one lookup in
+// eight; the first two are told apart by a select, not a branch.
+type ringBucket struct {
+	// first is the bucket's first point (position << 16 | owner). For an
+	// empty bucket it is the bucket's last position with the owner of the
+	// next point, so every key of the bucket compares at or before it and
+	// gets that owner: empty buckets need no test of their own.
+	first uint64
+	// tail is (position of the last point − position of the first) << 16
+	// | owner of the first point after the bucket. The span is 0 for
+	// buckets of fewer than two points.
+	tail uint64
+}
+
+// ringBucketTable builds the bucket table for sorted points and their prefix
+// table (index[b] the first point of bucket b, index[len-1] == len(points)),
+// walking the buckets backwards so each one knows the next owner. O(buckets).
+func ringBucketTable(points []uint64, index []uint32, shift uint) []ringBucket {
+	nb := len(index) - 1
+	table := make([]ringBucket, nb)
+	if len(points) == 0 {
+		return table
+	}
+	next := points[0] & ringOwnerMask // after the last bucket comes points[0]
+	for b := nb - 1; b >= 0; b-- {
+		lo, hi := index[b], index[b+1]
+		e := &table[b]
+		if lo == hi {
+			// The bucket's last position: the bucket bits, then ones below
+			// them, owner bits cleared. (At shift 64, a single bucket, Go's
+			// shifts give 0 | all ones.)
+			e.first = (uint64(b)<<shift|(1<<shift-1))&^ringOwnerMask | next
+			e.tail = next
+			continue
+		}
+		first, last := points[lo], points[hi-1]
+		e.first = first
+		e.tail = (last&^ringOwnerMask - first&^ringOwnerMask) | next
+		next = first & ringOwnerMask
+	}
+	return table
+}
+
+// ownerOf returns the index in s.nodes of the owner of hash h: the owner of
+// the first point at or after h's position, wrapping to the first point. The
+// ring must not be empty. It reads one bucket entry, and the bucket's points
+// only when h falls strictly between the first and last point of a bucket.
+func (s *ringSnapshot) ownerOf(h uint64) uint16 {
+	e := &s.table[h>>s.shift]
+	k := h &^ ringOwnerMask
+	// Whether k is at or before the first point is a coin toss, so this is
+	// a select: the branch predictor would miss half the time.
+	o := e.tail
+	if k <= e.first {
+		o = e.first
+	}
+	// first < k ≤ last, as one unsigned comparison of k − first − 1 with
+	// last − first: rare, so a branch. A point at or after k is then in
+	// the bucket, after its first point.
+	if k-e.first&^ringOwnerMask-(1<<16) < e.tail&^ringOwnerMask {
+		i := s.index[h>>s.shift]
+		for o = e.first; o < k; o = s.points[i] {
+			i++
+		}
+	}
+	return uint16(o)
+}
