@@ -26,30 +26,36 @@ type ringBucket struct {
 }
 
 // ringBucketTable builds the bucket table for sorted points and their prefix
-// table (index[b] the first point of bucket b, index[len-1] == len(points)),
-// walking the buckets backwards so each one knows the next owner. O(buckets).
+// table (index[b] the first point of bucket b, index[len-1] == len(points)).
+// O(buckets), one sequential pass.
 func ringBucketTable(points []uint64, index []uint32, shift uint) []ringBucket {
-	nb := len(index) - 1
-	table := make([]ringBucket, nb)
+	table := make([]ringBucket, len(index)-1)
 	if len(points) == 0 {
 		return table
 	}
-	next := points[0] & ringOwnerMask // after the last bucket comes points[0]
-	for b := nb - 1; b >= 0; b-- {
-		lo, hi := index[b], index[b+1]
-		e := &table[b]
-		if lo == hi {
-			// The bucket's last position: the bucket bits, then ones below
-			// them, owner bits cleared. (At shift 64, a single bucket, Go's
-			// shifts give 0 | all ones.)
-			e.first = (uint64(b)<<shift|(1<<shift-1))&^ringOwnerMask | next
-			e.tail = next
-			continue
+	index = index[:len(table)+1]
+	wrap := points[0] & ringOwnerMask // after the last bucket comes points[0]
+	end := len(points) - 1
+	lo := 0
+	for b := range table {
+		hi := int(index[b+1])
+		next := wrap
+		if hi <= end {
+			next = points[hi] & ringOwnerMask
 		}
-		first, last := points[lo], points[hi-1]
-		e.first = first
-		e.tail = (last&^ringOwnerMask - first&^ringOwnerMask) | next
-		next = first & ringOwnerMask
+		// Both cases are computed and one is selected: about half the
+		// buckets are empty, at random, which a branch would mispredict.
+		// An empty bucket gets its last position (the bucket bits, then
+		// ones, owner bits cleared; at shift 64, a single bucket, Go's
+		// shifts give 0 | all ones) and the next owner.
+		first, last := points[min(lo, end)], points[max(hi-1, 0)]
+		tail := (last&^ringOwnerMask - first&^ringOwnerMask) | next
+		empty := (uint64(b)<<shift|(1<<shift-1))&^ringOwnerMask | next
+		if lo == hi {
+			first, tail = empty, next
+		}
+		table[b] = ringBucket{first: first, tail: tail}
+		lo = hi
 	}
 	return table
 }
