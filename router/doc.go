@@ -18,9 +18,12 @@
 // Reads are lock-free: each membership change (Add, Remove, SetWeight,
 // SetMembers) builds a new immutable snapshot in O(points), reusing the
 // unchanged nodes' points and sorting with a counting sort on the prefix
-// table, and publishes it with one atomic store. Lookup and LookupBytes hash the key, pick a bucket in a prefix
-// table over the sorted points (about one point per bucket) and scan it:
-// no lock, no allocation, about 10 ns. LookupN and AppendLookupN return the
+// table, and publishes it with one atomic store. Lookup and LookupBytes hash
+// the key and read one 16-byte entry of a per-bucket table (the bucket's first
+// point, the span to its last point and the next owner); only keys between two
+// points of the same bucket, about 7%, scan the sorted points. No lock, no
+// allocation, about 13 ns (5.3 ns per op with two goroutines); the table costs
+// about 34 bytes per point. LookupN and AppendLookupN return the
 // key's distinct nodes in ring order, which is its failover order.
 //
 // Service discovery drives the ring through the Membership interface:
