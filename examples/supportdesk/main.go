@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"time"
 
+	nblog "github.com/lesismal/nbio/logging"
+
 	"github.com/switchboard-go/switchboard/examples/supportdesk/internal/desk"
 	"github.com/switchboard-go/switchboard/fanout"
 	"github.com/switchboard-go/switchboard/fanout/redisbroker"
@@ -57,6 +59,9 @@ func run(args []string) error {
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("-log-level: %w", err)
 	}
+	// nbio logs engine start/stop through its own global logger; keep its
+	// errors only, our own logs go through observe.
+	nblog.SetLevel(nblog.LevelError)
 	devMode := *dev
 	if !isFlagSet(fs, "dev") {
 		devMode = isLoopback(*addr)
