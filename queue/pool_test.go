@@ -290,3 +290,62 @@ func TestPoolReportsServiceTimes(t *testing.T) {
 	q.mu.Unlock()
 	assert.GreaterOrEqual(t, mean, int64(10*time.Second))
 }
+
+// TestPoolWorkerYieldsWhenSaturated checks that a worker handed tasks back to
+// back yields its P once per yieldEvery of queue-clock time (so timers and
+// producers are not starved for Go's 10 ms preemption slice), and that one
+// whose tasks are separated by idle parks does not.
+func TestPoolWorkerYieldsWhenSaturated(t *testing.T) {
+	const step = 100 * time.Microsecond // each task "takes" this much fake time
+	for _, tc := range []struct {
+		name      string
+		preload   bool
+		minYields uint64
+		maxYields uint64
+	}{
+		// 50 tasks × 100 µs = 5 ms back to back: one yield per 500 µs.
+		{name: "saturated", preload: true, minYields: 8, maxYields: 10},
+		// One task at a time, the worker parks before each: never.
+		{name: "idle between tasks", preload: false, minYields: 0, maxYields: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newFakeClock()
+			q, err := New[int](Config{Tiers: tiers(1), Clock: clk})
+			require.NoError(t, err)
+			done := make(chan struct{}, 64)
+			p, err := NewPool(q, PoolConfig[int]{Workers: 1, Run: func(context.Context, Item[int]) error {
+				clk.Advance(step)
+				done <- struct{}{}
+				return nil
+			}})
+			require.NoError(t, err)
+			const n = 50
+			if tc.preload {
+				for i := range n {
+					require.NoError(t, q.Push("", 0, i))
+				}
+				p.Start()
+				for range n {
+					<-done
+				}
+			} else {
+				p.Start()
+				for i := range n {
+					// Wait until the worker is parked before each push.
+					require.Eventually(t, func() bool {
+						q.mu.Lock()
+						defer q.mu.Unlock()
+						return len(q.popWaiters) == 1
+					}, 5*time.Second, 50*time.Microsecond)
+					require.NoError(t, q.Push("", 0, i))
+					<-done
+				}
+			}
+			_, err = p.Shutdown(context.Background())
+			require.NoError(t, err)
+			y := p.yields.Load()
+			assert.GreaterOrEqual(t, y, tc.minYields)
+			assert.LessOrEqual(t, y, tc.maxYields)
+		})
+	}
+}

@@ -201,6 +201,7 @@ func (q *Queue[T]) pop(ctx context.Context, w *waiter, prevStart int64, stop *at
 		w.queued = true
 		q.popWaiters = append(q.popWaiters, w)
 		q.mu.Unlock()
+		w.parks++
 		select {
 		case <-w.ch:
 		case <-ctx.Done():

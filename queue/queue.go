@@ -70,8 +70,9 @@ type node[T any] struct {
 // waiter parks one blocked Pop or PushWait caller.
 type waiter struct {
 	ch     chan struct{}
-	queued bool // in a wait list
-	woken  bool // dequeued by wakePopperLocked, counted in Queue.waking
+	queued bool   // in a wait list
+	woken  bool   // dequeued by wakePopperLocked, counted in Queue.waking
+	parks  uint32 // times a Pop parked on ch (written by its owner only)
 }
 
 var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1)} }}
