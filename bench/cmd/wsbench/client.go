@@ -155,8 +155,11 @@ type loadClient struct {
 	dropErrors map[string]int
 }
 
-func runClient(ctx context.Context) error {
+func runClient(ctx context.Context, procs int) error {
 	logging.SetLevel(logging.LevelNone)
+	if procs > 0 {
+		runtime.GOMAXPROCS(procs)
+	}
 	engine := nbhttp.NewEngine(nbhttp.Config{
 		Name:                    "wsbench-client",
 		NPoller:                 runtime.GOMAXPROCS(0),

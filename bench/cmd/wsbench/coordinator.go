@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +24,7 @@ import (
 type config struct {
 	Self                   string   // executable re-run for the children
 	ChildEnv               []string // extra environment for the children (tests)
+	ClientProcs            int      // GOMAXPROCS of each load generator; 0: clientProcs
 	Targets                []string
 	Scenarios              []string
 	Conns                  int
@@ -223,9 +226,13 @@ func runTarget(ctx context.Context, cfg config, target string, p plan.Plan, nsrc
 		}
 		st.servers = append(st.servers, c)
 	}
+	procs := strconv.Itoa(cfg.ClientProcs)
+	if cfg.ClientProcs <= 0 {
+		procs = strconv.Itoa(clientProcs(runtime.NumCPU(), p.Clients))
+	}
 	for i := range p.Clients {
 		c, err := st.group.Start(fmt.Sprintf("%s-client-%d", target, i), cfg.Self,
-			[]string{"-role", "client"}, cfg.ChildEnv, prefixWriter(log, fmt.Sprintf("[%s-client-%d] ", target, i)))
+			[]string{"-role", "client", "-procs", procs}, cfg.ChildEnv, prefixWriter(log, fmt.Sprintf("[%s-client-%d] ", target, i)))
 		if err != nil {
 			return nil, err
 		}
@@ -786,4 +793,12 @@ func checkStrict(rs []Result) []string {
 		}
 	}
 	return out
+}
+
+// clientProcs is the GOMAXPROCS (and nbio poller count) of each load
+// generator: the machine's CPUs shared among the clients, at least one.
+// Several clients each running as many Ps and pollers as there are CPUs
+// would only add scheduler wake-ups and thread hand-offs per message.
+func clientProcs(cpus, clients int) int {
+	return max(1, cpus/max(clients, 1))
 }

@@ -23,7 +23,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -39,12 +42,14 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	role := fs.String("role", "coordinator", "process role: coordinator, server or client (server and client are started by the coordinator)")
 	target := fs.String("target", "", "server role: target to serve (baseline or switchboard)")
 	addrs := fs.String("addrs", "", "server role: comma-separated listen addresses")
+	procs := fs.Int("procs", 0, "client role: GOMAXPROCS and nbio pollers (0: all CPUs)")
 	var targets, scenarios string
 	fs.StringVar(&targets, "targets", "switchboard,baseline", "comma-separated targets to compare")
 	fs.StringVar(&scenarios, "scenarios", "idle,echo,broadcast,churn", "comma-separated scenarios, run in this order on the same connections")
 	fs.IntVar(&cfg.Conns, "conns", 10000, "connections per target")
 	fs.IntVar(&cfg.Servers, "servers", 0, "server processes per target (0: as few as RLIMIT_NOFILE allows)")
 	fs.IntVar(&cfg.Clients, "clients", 0, "load-generator processes (0: as few as RLIMIT_NOFILE allows)")
+	fs.IntVar(&cfg.ClientProcs, "client-procs", 0, "GOMAXPROCS and nbio pollers of each load generator (0: the CPUs divided among the load generators, at least 1)")
 	fs.IntVar(&cfg.Headroom, "headroom", 1000, "file descriptors each process keeps free below RLIMIT_NOFILE")
 	fs.IntVar(&cfg.SrcAddrs, "src-addrs", 0, "127.0.0.x source addresses for clients (0: enough for the port range)")
 	fs.IntVar(&cfg.DstAddrs, "dst-addrs", 0, "127.0.0.x listen addresses per server (0: enough for the port range)")
@@ -71,6 +76,12 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if *role == "server" || *role == "client" {
+		if stopProf := startChildProfile(*role); stopProf != nil {
+			defer stopProf()
+		}
+	}
+
 	switch *role {
 	case "server":
 		if err := runServer(ctx, *target, *addrs); err != nil {
@@ -79,7 +90,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	case "client":
-		if err := runClient(ctx); err != nil {
+		if err := runClient(ctx, *procs); err != nil {
 			fmt.Fprintln(stderr, "wsbench client:", err)
 			return 1
 		}
@@ -160,4 +171,52 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// startChildProfile writes a CPU profile of a server or client child to
+// $WSBENCH_CPUPROFILE/<role>-<pid>.pprof when that variable names a
+// directory (children inherit the coordinator's environment). Children are
+// usually killed rather than left to exit, so the profile covers a window:
+// it starts $WSBENCH_CPUPROFILE_DELAY after the child starts (a duration,
+// default 0) and is flushed after $WSBENCH_CPUPROFILE_FOR (default 30s) or
+// when the child returns, whichever comes first. The returned function
+// stops it; it is nil when no profile was started.
+func startChildProfile(role string) func() {
+	dir := os.Getenv("WSBENCH_CPUPROFILE")
+	if dir == "" {
+		return nil
+	}
+	delay, _ := time.ParseDuration(os.Getenv("WSBENCH_CPUPROFILE_DELAY"))
+	span, err := time.ParseDuration(os.Getenv("WSBENCH_CPUPROFILE_FOR"))
+	if err != nil || span <= 0 {
+		span = 30 * time.Second
+	}
+	var once sync.Once
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-time.After(delay):
+		case <-stop:
+			return
+		}
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", role, os.Getpid())))
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return
+		}
+		defer pprof.StopCPUProfile()
+		select {
+		case <-time.After(span):
+		case <-stop:
+		}
+	}()
+	return func() {
+		once.Do(func() { close(stop) })
+		<-done
+	}
 }

@@ -284,3 +284,11 @@ func childPids() []int {
 	}
 	return out
 }
+
+func TestClientProcs(t *testing.T) {
+	for _, tc := range []struct{ cpus, clients, want int }{
+		{2, 1, 2}, {2, 2, 1}, {2, 6, 1}, {16, 2, 8}, {16, 6, 2}, {1, 0, 1},
+	} {
+		assert.Equal(t, tc.want, clientProcs(tc.cpus, tc.clients), "cpus=%d clients=%d", tc.cpus, tc.clients)
+	}
+}

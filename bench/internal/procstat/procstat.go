@@ -24,7 +24,6 @@ type Sample struct {
 	UserCPUSeconds  float64 `json:"user_cpu_seconds"`
 	SysCPUSeconds   float64 `json:"sys_cpu_seconds"`
 	MaxRSSBytes     int64   `json:"max_rss_bytes"`
-	OpenFiles       int     `json:"open_files"`
 	ThreadsOSThread int64   `json:"threads"`
 }
 
@@ -76,9 +75,6 @@ func Self() (Sample, error) {
 	s.SysCPUSeconds = tv(ru.Stime)
 	s.CPUSeconds = s.UserCPUSeconds + s.SysCPUSeconds
 	s.MaxRSSBytes = ru.Maxrss * 1024
-	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
-		s.OpenFiles = len(ents)
-	}
 	return s, nil
 }
 
