@@ -24,7 +24,9 @@ import (
 // SWITCHBOARD_UPDATE_SCREENSHOTS=1 the 1280×800 ones are also copied to
 // docs/screenshots for the README.
 
-const browserWait = 10 * time.Second
+// browserWait bounds each step; generous because CI machines are small and
+// the race detector slows the server several-fold.
+const browserWait = 30 * time.Second
 
 func chromiumPath() string {
 	if p := os.Getenv("SWITCHBOARD_CHROMIUM"); p != "" {
@@ -66,7 +68,7 @@ func browser(t *testing.T) context.Context {
 		chromedp.UserDataDir(profile),
 		chromedp.WindowSize(1280, 800),
 	)
-	ctx, cancelTimeout := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancelTimeout := context.WithTimeout(context.Background(), 4*time.Minute)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	root, cancelRoot := chromedp.NewContext(allocCtx)
 	t.Cleanup(func() {
