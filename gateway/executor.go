@@ -12,6 +12,7 @@ type executor struct {
 	q    chan func()
 	stop chan struct{}
 	once sync.Once
+	n    int // workers started
 	wg   sync.WaitGroup
 	// onPanic is called with the recovered value of a job that panicked
 	// outside the gateway's own recovery (nbio's HTTP layer); may be nil.
@@ -24,13 +25,15 @@ func newExecutor(queue int, onPanic func(any)) *executor {
 
 // start launches n workers.
 func (e *executor) start(n int) {
+	e.n += n
 	e.wg.Add(n)
 	for range n {
 		go e.worker()
 	}
 }
 
-// Go queues f, blocking while the queue is full; after shutdown f is dropped.
+// Go queues f, blocking while the queue is full; after shutdown f is
+// dropped. f must not be nil (nil stops a worker).
 func (e *executor) Go(f func()) {
 	select {
 	case e.q <- f:
@@ -38,22 +41,17 @@ func (e *executor) Go(f func()) {
 	}
 }
 
+// worker runs jobs until it receives the nil job shutdown queues for
+// each worker. It blocks on the queue alone: a select that also watched
+// stop would enqueue every idle worker on two channels and take both
+// channel locks on each park and wake-up, once per message.
 func (e *executor) worker() {
 	defer e.wg.Done()
-	for {
-		select {
-		case f := <-e.q:
-			e.run(f)
-		case <-e.stop:
-			for {
-				select {
-				case f := <-e.q:
-					e.run(f)
-				default:
-					return
-				}
-			}
+	for f := range e.q {
+		if f == nil {
+			return
 		}
+		e.run(f)
 	}
 }
 
@@ -66,9 +64,18 @@ func (e *executor) run(f func()) {
 	f()
 }
 
-// shutdown stops the workers after they drained the queue and waits for them.
+// shutdown stops the workers after they drained the queue and waits for
+// them. Closing stop makes Go drop new jobs (or race them into the queue
+// behind the stop marks, where nobody runs them); one nil job per worker
+// then goes in behind every job already queued, so each worker runs what
+// was queued before it and exits on its mark.
 func (e *executor) shutdown() {
-	e.once.Do(func() { close(e.stop) })
+	e.once.Do(func() {
+		close(e.stop)
+		for range e.n {
+			e.q <- nil
+		}
+	})
 	e.wg.Wait()
 }
 
