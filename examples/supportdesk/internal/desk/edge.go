@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bytedance/sonic"
+
 	"github.com/switchboard-go/switchboard/examples/supportdesk/internal/auth"
 	"github.com/switchboard-go/switchboard/examples/supportdesk/internal/protocol"
 	"github.com/switchboard-go/switchboard/fanout"
@@ -189,8 +191,11 @@ func (e *edge) leaveConvLocked(cid string, u *edgeUser) []*fanout.Subscription {
 // onUserEvent updates which conversations the user may see on this node, then
 // forwards the event to the user's local connections.
 func (e *edge) onUserEvent(uid string, payload []byte) {
-	env, err := protocol.Decode(payload)
-	if err != nil {
+	// Core events are trusted and may exceed the client frame limits that
+	// protocol.Decode enforces (a hello listing many conversations).
+	var env protocol.Envelope
+	if err := sonic.ConfigStd.Unmarshal(payload, &env); err != nil {
+		e.log.Warn("undecodable core event", "user", uid, "err", err)
 		return
 	}
 	var closing []*fanout.Subscription

@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const { el, $, fmtDuration, store, devToken, Connection, renderStatus, Transcript, renderTranscript, Typing, enterToSend, clientMessageID, toast, tierBadge } = Desk;
+  const { el, $, fmtDuration, store, devToken, renderStatus, Transcript, renderTranscript, Typing, enterToSend, clientMessageID, toast, tierBadge } = Desk;
   const saved = store("supportdesk.agent");
 
   let s = saved.get(); // {token, user, name, skills, capacity, ws, presence}
@@ -371,15 +371,7 @@
   }
 
   function connect() {
-    conn = new Connection({
-      auth,
-      onEnvelope,
-      onStatus: (state, detail) => {
-        status = { state, detail };
-        renderStatus(ui.status, state, detail, conn);
-      },
-    });
-    conn.start();
+    conn = Desk.startConnection({ auth, onEnvelope, statusNode: ui.status, onStatus: (s) => { status = s; } });
   }
 
   ui.loginForm.addEventListener("submit", async (ev) => {

@@ -524,8 +524,23 @@ const Desk = (() => {
     setTimeout(() => t.remove(), 6000);
   }
 
+  // startConnection opens a page's reconnecting connection: it renders the
+  // connection state into statusNode and reports it to onStatus.
+  function startConnection({ auth, onEnvelope, statusNode, onStatus }) {
+    const conn = new Connection({
+      auth,
+      onEnvelope,
+      onStatus: (state, detail) => {
+        onStatus({ state, detail });
+        renderStatus(statusNode, state, detail, conn);
+      },
+    });
+    conn.start();
+    return conn;
+  }
+
   return {
-    active: null,
+    active: null, startConnection,
     el, $, fmtDuration, fmtClock, fmtClockSeconds, tierBadge, randomID, store, devToken, route,
     Connection, renderStatus, Transcript, renderTranscript, Typing, enterToSend, clientMessageID, toast, reconcile,
   };

@@ -5,7 +5,7 @@
 "use strict";
 
 (() => {
-  const { el, $, fmtDuration, store, devToken, Connection, renderStatus, Transcript, renderTranscript, Typing, enterToSend, clientMessageID, toast, tierBadge, randomID } = Desk;
+  const { el, $, fmtDuration, store, devToken, renderStatus, Transcript, renderTranscript, Typing, enterToSend, clientMessageID, toast, tierBadge, randomID } = Desk;
   const saved = store("supportdesk.customer");
 
   // s is everything that survives a reload.
@@ -295,15 +295,7 @@
   }
 
   function connect() {
-    conn = new Connection({
-      auth,
-      onEnvelope,
-      onStatus: (state, detail) => {
-        status = { state, detail };
-        renderStatus(ui.status, state, detail, conn);
-      },
-    });
-    conn.start();
+    conn = Desk.startConnection({ auth, onEnvelope, statusNode: ui.status, onStatus: (s) => { status = s; } });
   }
 
   ui.form.addEventListener("submit", async (ev) => {

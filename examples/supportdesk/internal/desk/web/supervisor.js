@@ -4,7 +4,7 @@
 "use strict";
 
 (() => {
-  const { el, $, fmtDuration, fmtClockSeconds, store, devToken, Connection, renderStatus, Transcript, renderTranscript, toast, tierBadge } = Desk;
+  const { el, $, fmtDuration, fmtClockSeconds, store, devToken, renderStatus, Transcript, renderTranscript, toast, tierBadge } = Desk;
   const saved = store("supportdesk.supervisor");
 
   let s = saved.get(); // {token, user, name, ws}
@@ -259,15 +259,7 @@
   }
 
   function connect() {
-    conn = new Connection({
-      auth,
-      onEnvelope,
-      onStatus: (state, detail) => {
-        status = { state, detail };
-        renderStatus(ui.status, state, detail, conn);
-      },
-    });
-    conn.start();
+    conn = Desk.startConnection({ auth, onEnvelope, statusNode: ui.status, onStatus: (s) => { status = s; } });
   }
 
   ui.loginForm.addEventListener("submit", async (ev) => {
