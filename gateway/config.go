@@ -188,8 +188,25 @@ type Config struct {
 	// event loop waits (back-pressure). Default 16384.
 	HandlerQueue int
 	// Pollers is the number of nbio event loops. Default: nbio's
-	// (NumCPU/4, at least 1).
+	// (NumCPU/4, at least 1). Keep it below GOMAXPROCS: a loop spends its
+	// idle time inside epoll_wait holding a P, and when no P is left idle
+	// the runtime takes the P back from the system call on every sysmon
+	// tick.
 	Pollers int
+	// InlineHandlers runs OnMessage and the ping, pong and close frame
+	// handling of connections on the own listeners directly on the nbio
+	// event loop that read the frame, instead of queueing them on the
+	// executor. That saves a goroutine hand-off (two thread wake-ups) per
+	// message — on the 100k-connection echo benchmark a third of the
+	// server CPU — but a handler that blocks (on I/O, a contended lock, a
+	// full channel) stalls every connection of that event loop. Use it
+	// when handlers only compute and write (Conn.Send never blocks) or
+	// hand slow work to goroutines of their own. Ordering is unchanged:
+	// OnOpen and OnClose stay on the executor (with Authenticate and the
+	// HTTP handler), OnOpen returns before the first OnMessage starts, and
+	// OnClose starts after the last OnMessage returned. Connections mounted
+	// through ServeHTTP always use the executor. Default false.
+	InlineHandlers bool
 	// DrainBatch is how many connections Shutdown closes per
 	// DrainInterval. Default 1000.
 	DrainBatch int

@@ -73,6 +73,14 @@ type Conn struct {
 	lastPing     atomic.Int64 // coarse unix nanos of the last ping sent
 	lastProgress atomic.Int64 // coarse unix nanos of the last write progress
 
+	// inline is set with Config.InlineHandlers for connections on the own
+	// listeners: message jobs then run on the event loop (executeInline)
+	// once opened is set, and hmu keeps them apart from finalize, which
+	// runs on the executor.
+	inline bool
+	opened atomic.Bool
+	hmu    sync.Mutex
+
 	// openMu is held while OnOpen runs for mounted connections, whose reads
 	// start on nbio's pollers before the net/http goroutine finishes the
 	// upgrade; handler jobs wait on it so OnOpen always runs first.

@@ -115,6 +115,7 @@ func New(cfg Config) (*Gateway, error) {
 		}
 	})
 	g.engine.OnOpen(func(net.Conn) { raceHandoff() })
+	g.engine.Engine.OnReadBufferFree(newLoopYield(g.engine.Engine.NPoller).afterRead)
 
 	up := websocket.NewUpgrader()
 	up.Engine = g.engine
@@ -311,6 +312,9 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	if c.mounted {
 		c.openMu.Lock()
+	} else if g.cfg.InlineHandlers {
+		c.inline = true
+		setExecute(ws, c.executeInline)
 	}
 	g.reg.add(c)
 	ws.SetSession(c)
@@ -330,6 +334,9 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		c.closeWith(CloseInternalError, "internal error", false)
 	case g.state.Load() != gwRunning:
 		c.closeWith(CloseGoingAway, "server shutting down", false)
+	}
+	if c.inline {
+		c.opened.Store(true)
 	}
 	if c.mounted {
 		// The socket may have closed before the session was set, in which
@@ -419,6 +426,10 @@ func (g *Gateway) onMessage(ws *websocket.Conn, mt websocket.MessageType, data [
 	if c == nil {
 		_ = ws.Close()
 		return
+	}
+	if c.inline {
+		c.hmu.Lock()
+		defer c.hmu.Unlock()
 	}
 	c.waitOpen()
 	c.touch()
@@ -536,8 +547,12 @@ func (g *Gateway) onClose(ws *websocket.Conn, err error) {
 }
 
 // finalize releases c exactly once: registry, slot, context, metrics, OnClose.
-func (g *Gateway) finalize(c *Conn, err error) {
-	if c.state.Swap(stateClosed) == stateClosed {
+func (g *Gateway) finalize(c *Conn, err error) { g.release(c, err, true) }
+
+// release is finalize; wait is false only for Shutdown's last sweep after
+// its context ended (see markClosed).
+func (g *Gateway) release(c *Conn, err error, wait bool) {
+	if c.markClosed(wait) == stateClosed {
 		return
 	}
 	g.reg.remove(c)

@@ -77,6 +77,11 @@ type closeEvent struct {
 	reason string
 }
 
+// testInline makes start turn on Config.InlineHandlers; TestInlineSuite
+// sets it to re-run behaviour tests with handlers on the event loops. Tests
+// in this package do not run in parallel.
+var testInline bool
+
 // harness is a started gateway on a loopback port with recorded callbacks.
 type harness struct {
 	t      testing.TB
@@ -96,6 +101,9 @@ func start(t testing.TB, cfg Config) *harness {
 	}
 	if cfg.HandlerWorkers == 0 {
 		cfg.HandlerWorkers = 8
+	}
+	if testInline {
+		cfg.InlineHandlers = true
 	}
 	userOpen, userClose := cfg.OnOpen, cfg.OnClose
 	cfg.OnOpen = func(c *Conn) {

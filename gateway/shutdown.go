@@ -54,23 +54,26 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		}
 		t.Stop()
 	}
-	g.engine.Stop()
-	execDone := make(chan struct{})
+	stopped := make(chan struct{})
 	go func() {
+		// engine.Stop waits for the event loops, and with InlineHandlers a
+		// loop may be inside a handler; exec.shutdown waits for the
+		// executor's handlers.
+		g.engine.Stop()
 		g.exec.shutdown()
-		close(execDone)
+		close(stopped)
 	}()
 	select {
-	case <-execDone:
+	case <-stopped:
 	case <-ctx.Done():
-		// A handler is stuck; the executor goroutine ends when it returns.
+		// A handler is stuck; the goroutine ends when it returns.
 		err = ctx.Err()
 	}
 	// Connections whose close job never ran (the engine was stopped under
 	// a cancelled ctx) are released here, so every context is cancelled
 	// and OnClose runs once.
 	g.reg.rangeAll(func(c *Conn) bool {
-		g.finalize(c, nil)
+		g.release(c, nil, err == nil)
 		return true
 	})
 	g.state.Store(gwStopped)
