@@ -162,9 +162,10 @@ func runClient(ctx context.Context, procs int) error {
 	}
 	engine := nbhttp.NewEngine(nbhttp.Config{
 		Name:                    "wsbench-client",
-		NPoller:                 runtime.GOMAXPROCS(0),
+		NPoller:                 clientPollers(runtime.GOMAXPROCS(0)),
 		ReleaseWebsocketPayload: true,
 	})
+	engine.Engine.OnReadBufferFree(newLoopYield(engine.Engine.NPoller).afterRead)
 	if err := engine.Start(); err != nil {
 		return err
 	}
@@ -298,6 +299,11 @@ func (cl *loadClient) onClose(ws *websocket.Conn, err error) {
 		close(info.closed)
 	}
 }
+
+// clientPollers is the number of nbio event loops of a load generator with
+// procs Ps: one fewer than the Ps, so that a P stays free for the sender
+// and the runtime (see clientProcs).
+func clientPollers(procs int) int { return max(1, procs-1) }
 
 func executeInline(f func()) bool {
 	f()

@@ -795,10 +795,14 @@ func checkStrict(rs []Result) []string {
 	return out
 }
 
-// clientProcs is the GOMAXPROCS (and nbio poller count) of each load
-// generator: the machine's CPUs shared among the clients, at least one.
-// Several clients each running as many Ps and pollers as there are CPUs
-// would only add scheduler wake-ups and thread hand-offs per message.
+// clientProcs is the GOMAXPROCS of each load generator: the machine's CPUs
+// shared among the clients, at least two. Several clients each running as
+// many Ps and event loops as there are CPUs would only add scheduler
+// wake-ups and thread hand-offs per message. A load generator runs one
+// event loop fewer than it has Ps (clientPollers): an event loop idles
+// inside epoll_wait holding its P, and when no P is idle Go's sysmon takes
+// that P back on every tick of its 20µs-to-10ms loop, which keeps sysmon
+// waking every 20µs.
 func clientProcs(cpus, clients int) int {
-	return max(1, cpus/max(clients, 1))
+	return max(2, cpus/max(clients, 1))
 }

@@ -287,8 +287,11 @@ func childPids() []int {
 
 func TestClientProcs(t *testing.T) {
 	for _, tc := range []struct{ cpus, clients, want int }{
-		{2, 1, 2}, {2, 2, 1}, {2, 6, 1}, {16, 2, 8}, {16, 6, 2}, {1, 0, 1},
+		{2, 1, 2}, {2, 2, 2}, {2, 6, 2}, {16, 2, 8}, {16, 6, 2}, {24, 6, 4}, {1, 0, 2},
 	} {
 		assert.Equal(t, tc.want, clientProcs(tc.cpus, tc.clients), "cpus=%d clients=%d", tc.cpus, tc.clients)
+	}
+	for procs, want := range map[int]int{1: 1, 2: 1, 3: 2, 8: 7} {
+		assert.Equal(t, want, clientPollers(procs), "procs=%d", procs)
 	}
 }

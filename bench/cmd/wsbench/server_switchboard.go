@@ -7,14 +7,21 @@ import (
 	"github.com/switchboard-go/switchboard/gateway"
 )
 
-func init() { targetFactories["switchboard"] = func() serverTarget { return &switchboardServer{} } }
+func init() {
+	targetFactories["switchboard"] = func() serverTarget { return &switchboardServer{inline: true} }
+	targetFactories["switchboard-pool"] = func() serverTarget { return &switchboardServer{} }
+}
 
-// switchboardServer is Switchboard's gateway with its documented defaults
-// (nbio event loops, bounded handler executor, no goroutine per
-// connection): OnMessage echoes with Conn.Send, Broadcast encodes the
-// message once with NewPreparedMessage and writes it to every connection.
+// switchboardServer is Switchboard's gateway (nbio event loops, no
+// goroutine per connection): OnMessage echoes with Conn.Send, Broadcast
+// encodes the message once with NewPreparedMessage and writes it to every
+// connection. Target "switchboard" sets Config.InlineHandlers, the
+// configuration the gateway documents for handlers that never block, as
+// this echo does; "switchboard-pool" keeps every default, so handlers run
+// on the bounded executor.
 type switchboardServer struct {
-	g *gateway.Gateway
+	inline bool
+	g      *gateway.Gateway
 }
 
 func (s *switchboardServer) Start(addrs []string) error {
@@ -24,6 +31,7 @@ func (s *switchboardServer) Start(addrs []string) error {
 		Path:           "/ws",
 		AllowedOrigins: []string{"*"},
 		Handler:        http.NotFoundHandler(),
+		InlineHandlers: s.inline,
 		OnMessage: func(c *gateway.Conn, typ gateway.MessageType, data []byte) {
 			_ = c.Send(typ, data)
 		},

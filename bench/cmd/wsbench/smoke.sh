@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke run of the wsbench connection harness, for CI (.ci/smoke):
-# 2,000 connections per target, both targets (switchboard and baseline),
-# every scenario briefly (idle, echo, broadcast, churn), with -strict so that
+# 2,000 connections per target, every target (switchboard, switchboard-pool
+# and baseline), every scenario briefly (idle, echo, broadcast, churn), with -strict so that
 # a target that fails to hold its connections, loses a message, or leaks in
 # churn fails the run. Also checks the JSON output (one object per target
 # per scenario with the documented keys) and that the HTML report is written.
@@ -14,19 +14,21 @@ trap 'rm -rf "$out"' EXIT
 
 go build -o "$out/wsbench" ./cmd/wsbench
 rc=0
-timeout 600 "$out/wsbench" -smoke -json -html "$out/report.html" "$@" >"$out/results.jsonl" || rc=$?
+targets=switchboard,switchboard-pool,baseline
+want=$((3 * 4)) # targets × scenarios
+timeout 600 "$out/wsbench" -smoke -targets "$targets" -json -html "$out/report.html" "$@" >"$out/results.jsonl" || rc=$?
 cat "$out/results.jsonl"
 
 lines=$(grep -c '^{' "$out/results.jsonl" || true)
-if [[ "$lines" -ne 8 ]]; then
-  echo "smoke: want 8 JSON lines (2 targets × 4 scenarios), got $lines" >&2
+if [[ "$lines" -ne "$want" ]]; then
+  echo "smoke: want $want JSON lines (3 targets × 4 scenarios), got $lines" >&2
   exit 1
 fi
 for key in target scenario conns established server_rss_bytes rss_per_conn_bytes connect_seconds \
   p50_ms p99_ms p999_ms msgs_per_sec broadcast_p99_ms server_cpu_seconds; do
   n=$(grep -c "\"$key\":" "$out/results.jsonl" || true)
-  if [[ "$n" -ne 8 ]]; then
-    echo "smoke: key $key present in $n of 8 lines" >&2
+  if [[ "$n" -ne "$want" ]]; then
+    echo "smoke: key $key present in $n of $want lines" >&2
     exit 1
   fi
 done
