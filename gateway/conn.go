@@ -73,6 +73,16 @@ type Conn struct {
 	lastPing     atomic.Int64 // coarse unix nanos of the last ping sent
 	lastProgress atomic.Int64 // coarse unix nanos of the last write progress
 
+	// tlsMu orders the gateway's writes to a TLS connection with the
+	// close_notify alert that closing it sends: llib's tls.Conn (v1.2.2)
+	// sends that alert without the lock its Write takes, so an alert
+	// racing a write could interleave records. The gateway closes TLS
+	// connections itself under tlsMu where nbio would close them right
+	// after a gateway callback (onPeerClose); see closeTLS.
+	isTLS     bool
+	tlsMu     sync.Mutex
+	tlsClosed bool
+
 	// inline is set with Config.InlineHandlers for connections on the own
 	// listeners: message jobs then run on the event loop (executeInline)
 	// once opened is set, and hmu keeps them apart from finalize, which
@@ -194,7 +204,17 @@ func (c *Conn) write(frame []byte, ctl bool) error {
 		c.lastProgress.Store(g.now.Load())
 	}
 	c.queued.Add(n)
-	if _, err := c.w.Write(frame); err != nil {
+	if c.isTLS {
+		c.tlsMu.Lock()
+		err := ErrClosed
+		if !c.tlsClosed {
+			_, err = c.w.Write(frame)
+		}
+		c.tlsMu.Unlock()
+		if err != nil {
+			return ErrClosed
+		}
+	} else if _, err := c.w.Write(frame); err != nil {
 		return ErrClosed
 	}
 	if m := g.m; m != nil && !ctl {
@@ -279,6 +299,17 @@ func (c *Conn) clearStaleReadDeadline() {
 	_ = c.nbc.SetReadDeadline(time.Time{})
 	if c.state.Load() != stateOpen {
 		_ = c.nbc.SetReadDeadline(time.Now().Add(c.g.cfg.CloseGracePeriod))
+	}
+}
+
+// closeTLS closes a TLS connection (alert, then socket) after any write in
+// progress and before any later one.
+func (c *Conn) closeTLS() {
+	c.tlsMu.Lock()
+	defer c.tlsMu.Unlock()
+	if !c.tlsClosed {
+		c.tlsClosed = true
+		_ = c.w.Close()
 	}
 }
 

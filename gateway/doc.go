@@ -113,7 +113,12 @@
 // with a poller, so on a loaded machine it could arm it after the upgrade
 // cleared it and drop a healthy connection HandshakeTimeout later; the
 // gateway runs its own accept loops so that it can clear such a late
-// deadline (see TestLateHandshakeDeadlineCleared).
+// deadline (see TestLateHandshakeDeadlineCleared). llib's tls.Conn (v1.2.2)
+// writes the close_notify alert without the lock its Write takes; the
+// gateway orders its own writes with the closes that follow a close frame
+// (the common case), but when nbio closes a wss connection on its own after
+// a protocol error while a handler writes to it, the alert can still
+// interleave with that write.
 //
 // # Metrics
 //

@@ -294,6 +294,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &Conn{g: g, id: g.nextID.Add(1), ident: ident, ws: ws, subprotocol: ws.Subprotocol(), mounted: !native}
 	c.w, c.nbc = unwrapConn(ws.Conn)
+	_, c.isTLS = c.w.(*llibtls.Conn)
 	now := g.now.Load()
 	c.lastRead.Store(now)
 	c.lastPing.Store(now)
@@ -532,6 +533,12 @@ func (g *Gateway) onPeerClose(ws *websocket.Conn, code int, reason string) {
 			reason = ""
 		}
 		_ = c.writeClose(reply, reason)
+	}
+	if c.isTLS {
+		// nbio closes the connection right after this returns, and
+		// closing a TLS connection writes an alert outside the lock of
+		// its writes; close it here, ordered with other writers.
+		c.closeTLS()
 	}
 }
 
