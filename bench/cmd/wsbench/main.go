@@ -8,8 +8,10 @@
 //	go run ./cmd/wsbench -conns 100000 -targets switchboard -scenarios idle,echo -rate 10000
 //	go run ./cmd/wsbench -smoke                     # 2,000 conns, every scenario, both targets
 //
-// Targets: switchboard (the gateway package on nbio) and baseline (the
-// whitepaper's goroutine-per-connection gorilla/websocket server). Scenarios:
+// Targets: switchboard (the gateway package on nbio, handlers inline on its
+// event loops), switchboard-pool (the same with every default: handlers on
+// its executor) and baseline (the whitepaper's goroutine-per-connection
+// gorilla/websocket server). Scenarios:
 // idle, echo, broadcast, churn. Output: a table on stdout, -json for one JSON
 // object per target and scenario per line, -html FILE for a self-contained
 // report with charts. Progress goes to stderr.
@@ -42,14 +44,14 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	role := fs.String("role", "coordinator", "process role: coordinator, server or client (server and client are started by the coordinator)")
 	target := fs.String("target", "", "server role: target to serve (baseline or switchboard)")
 	addrs := fs.String("addrs", "", "server role: comma-separated listen addresses")
-	procs := fs.Int("procs", 0, "client role: GOMAXPROCS and nbio pollers (0: all CPUs)")
+	procs := fs.Int("procs", 0, "client role: GOMAXPROCS, with one nbio event loop fewer (0: all CPUs)")
 	var targets, scenarios string
 	fs.StringVar(&targets, "targets", "switchboard,baseline", "comma-separated targets to compare")
 	fs.StringVar(&scenarios, "scenarios", "idle,echo,broadcast,churn", "comma-separated scenarios, run in this order on the same connections")
 	fs.IntVar(&cfg.Conns, "conns", 10000, "connections per target")
 	fs.IntVar(&cfg.Servers, "servers", 0, "server processes per target (0: as few as RLIMIT_NOFILE allows)")
 	fs.IntVar(&cfg.Clients, "clients", 0, "load-generator processes (0: as few as RLIMIT_NOFILE allows)")
-	fs.IntVar(&cfg.ClientProcs, "client-procs", 0, "GOMAXPROCS and nbio pollers of each load generator (0: the CPUs divided among the load generators, at least 1)")
+	fs.IntVar(&cfg.ClientProcs, "client-procs", 0, "GOMAXPROCS of each load generator, which runs one nbio event loop fewer (0: the CPUs divided among the load generators, at least 2)")
 	fs.IntVar(&cfg.Headroom, "headroom", 1000, "file descriptors each process keeps free below RLIMIT_NOFILE")
 	fs.IntVar(&cfg.SrcAddrs, "src-addrs", 0, "127.0.0.x source addresses for clients (0: enough for the port range)")
 	fs.IntVar(&cfg.DstAddrs, "dst-addrs", 0, "127.0.0.x listen addresses per server (0: enough for the port range)")
