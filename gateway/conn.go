@@ -89,6 +89,7 @@ type Conn struct {
 	// runs on the executor.
 	inline bool
 	opened atomic.Bool
+	onLoop bool // executeInline saw the queue empty; only the event loop touches it
 	hmu    sync.Mutex
 
 	// openMu is held while OnOpen runs for mounted connections, whose reads

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"net"
 	"strconv"
 	"sync/atomic"
@@ -210,4 +211,40 @@ func newNBConn(t *testing.T) *nbio.Conn {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = nc.Close() })
 	return nc
+}
+
+// A handler stuck on an event loop does not hold Shutdown past its
+// context: engine.Stop, which waits for the event loops, runs in the
+// background and ends when the handler returns.
+func TestInlineShutdownWithStuckHandler(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	g, err := New(Config{
+		Addrs:          []string{"127.0.0.1:0"},
+		InlineHandlers: true,
+		OnMessage: func(*Conn, MessageType, []byte) {
+			close(entered)
+			<-release
+		},
+	})
+	require.NoError(t, err)
+	require.NoError(t, g.Start())
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+g.Addrs()[0].String()+"/ws", nil)
+	require.NoError(t, err)
+	defer ws.Close()
+	require.NoError(t, ws.WriteMessage(websocket.TextMessage, []byte("stick")))
+	<-entered
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- g.Shutdown(ctx) }()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("Shutdown waited for the stuck handler past its context")
+	}
+	assert.Zero(t, g.Len(), "connections released without the stuck handler")
+	close(release) // the background stop then finishes; goleak in TestMain checks it
 }

@@ -86,8 +86,11 @@ func setExecute(ws *websocket.Conn, f func(func()) bool) { ws.Execute = f }
 // free of them. A close job may still be queued by another goroutine at any
 // time: finalize and onMessage exclude each other with hmu.
 func (c *Conn) executeInline(job func()) bool {
-	if !c.opened.Load() || c.nbc.ExecuteLen() > 0 {
-		return c.nbc.Execute(job)
+	if !c.onLoop {
+		if !c.opened.Load() || c.nbc.ExecuteLen() > 0 {
+			return c.nbc.Execute(job)
+		}
+		c.onLoop = true // from now on no per-message lock of nbio's queue
 	}
 	defer func() {
 		if v := recover(); v != nil {
