@@ -40,12 +40,14 @@
 // logs still correlate. TraceID and SpanID read the IDs back for envelopes
 // and logs.
 //
-// Ops HTTP: Handler serves /metrics, /debug/pprof/…, /debug/trace?seconds=N
-// (1 ≤ N ≤ 30, one capture at a time, 409 while one runs), /healthz and
-// /readyz (503 naming the first failing check registered with
-// AddReadyCheck, e.g. while a component drains). Serve it on a private
-// listener only. Importing this package links net/http/pprof, whose init
-// registers pprof on http.DefaultServeMux.
+// Ops HTTP lives in the subpackage observe/opshttp: opshttp.Handler serves
+// /metrics, /debug/pprof/…, /debug/trace?seconds=N (1 ≤ N ≤ 30, one capture
+// at a time, 409 while one runs), /healthz and /readyz (503 naming the first
+// failing check registered with AddReadyCheck, e.g. while a component
+// drains). Serve it on a private listener only. This package does not import
+// net/http/pprof; only hosts that import opshttp link pprof. (The standard
+// library's expvar, imported by prometheus/client_golang, registers
+// /debug/vars on http.DefaultServeMux: never serve DefaultServeMux publicly.)
 //
 // # Metrics emitted
 //
@@ -76,7 +78,7 @@
 // panic on an invalid metric name or on a registration that conflicts with
 // an existing one of another type or label set: both are programming errors.
 //
-// # Endpoints
+// # Endpoints (observe/opshttp)
 //
 //	GET /metrics                 200 Prometheus exposition
 //	    /debug/pprof/…           net/http/pprof

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -52,34 +51,6 @@ func ExampleNew() {
 	// dropped info records: 2
 }
 
-func ExampleObserver_Handler() {
-	obs, err := observe.New(observe.Config{})
-	if err != nil {
-		panic(err)
-	}
-	draining := false
-	obs.AddReadyCheck("gateway", func(context.Context) error {
-		if draining {
-			return errors.New("draining")
-		}
-		return nil
-	})
-	h := obs.Handler() // serve it on a private listener: http.ListenAndServe("127.0.0.1:9090", h)
-
-	probe := func(path string) {
-		rr := httptest.NewRecorder()
-		h.ServeHTTP(rr, httptest.NewRequest(http.MethodGet, path, nil))
-		fmt.Printf("%s %d %s", path, rr.Code, rr.Body.String())
-	}
-	probe("/healthz")
-	probe("/readyz")
-	draining = true
-	probe("/readyz")
-	// Output:
-	// /healthz 200 ok
-	// /readyz 200 ok
-	// /readyz 503 not ready: gateway: draining
-}
 
 func ExampleInject() {
 	// An incoming request carries a W3C traceparent.

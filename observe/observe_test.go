@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 
@@ -109,7 +111,7 @@ func TestNilObserver(t *testing.T) {
 	assert.Equal(t, "", o.Namespace())
 	require.NotNil(t, o.Logger())
 	o.Logger().Error("discarded")
-	assert.NotNil(t, o.Handler())
+	assert.Equal(t, DefaultReadyTimeout, o.ReadyTimeout())
 }
 
 func TestMetricHelpersReuseAndName(t *testing.T) {
@@ -161,4 +163,25 @@ func TestReadyOrderRemoveAndPanic(t *testing.T) {
 	o.AddReadyCheck("b", func(context.Context) error { return nil }) // replace keeps position
 	o.RemoveReadyCheck("missing")
 	assert.NoError(t, o.Ready(context.Background()))
+}
+
+func newTestObserver(t *testing.T, cfg Config) *Observer {
+	t.Helper()
+	if cfg.LogHandler == nil {
+		cfg.LogHandler = &recorder{}
+	}
+	o, err := New(cfg)
+	require.NoError(t, err)
+	return o
+}
+
+// TestNoDefaultServeMuxRegistration: importing observe (as every component
+// does) must not register pprof or metrics on http.DefaultServeMux.
+// (/debug/vars is registered by the standard library's expvar, which
+// prometheus/client_golang imports; it is documented in the package doc.)
+func TestNoDefaultServeMuxRegistration(t *testing.T) {
+	for _, p := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/profile", "/metrics"} {
+		_, pattern := http.DefaultServeMux.Handler(httptest.NewRequest(http.MethodGet, p, nil))
+		assert.Empty(t, pattern, "%s is registered on http.DefaultServeMux", p)
+	}
 }

@@ -155,6 +155,19 @@ func (o *Observer) Gatherer() prometheus.Gatherer {
 	return o.gatherer
 }
 
+// DefaultReadyTimeout bounds one readiness evaluation when
+// Config.ReadyTimeout is zero.
+const DefaultReadyTimeout = 2 * time.Second
+
+// ReadyTimeout is the bound on one readiness evaluation (Config.ReadyTimeout,
+// or DefaultReadyTimeout); DefaultReadyTimeout on a nil Observer.
+func (o *Observer) ReadyTimeout() time.Duration {
+	if o == nil {
+		return DefaultReadyTimeout
+	}
+	return o.readyTimeout
+}
+
 // Namespace returns the metric namespace ("" on a nil Observer).
 func (o *Observer) Namespace() string {
 	if o == nil {

@@ -4,9 +4,14 @@
 //	go run ./examples/supportdesk -redis 127.0.0.1:6379 -addr 127.0.0.1:8081 -node b
 //
 // It serves the customer widget (/), the agent console (/agent), the
-// supervisor view (/supervisor), the WebSocket endpoint (/ws) and the ops
-// endpoints (/metrics, /debug/pprof, /healthz, /readyz). SIGINT or SIGTERM
+// supervisor view (/supervisor) and the WebSocket endpoint (/ws) on -addr,
+// and the ops endpoints (/metrics, /debug/pprof, /healthz, /readyz) on a
+// separate listener, -ops-addr (default: a loopback port). SIGINT or SIGTERM
 // drains it gracefully. See PROTOCOL.md for the wire protocol.
+//
+// Secrets never go on the command line (where /proc and ps show them): the
+// token secret comes from the environment (SUPPORTDESK_SECRET) or a file
+// (-secret-file).
 package main
 
 import (
@@ -18,6 +23,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -39,11 +45,11 @@ func main() {
 func run(args []string) error {
 	fs := flag.NewFlagSet("supportdesk", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address for pages, API and WebSocket")
-	opsAddr := fs.String("ops-addr", "", "separate listen address for /metrics, /debug/pprof, /healthz, /readyz (default: same as -addr)")
+	opsAddr := fs.String("ops-addr", "127.0.0.1:0", "listen address for /metrics, /debug/pprof, /healthz, /readyz (never served on -addr; default a free loopback port)")
 	public := fs.String("public-url", "", "base URL browsers use to reach this node (default http://<addr>)")
 	node := fs.String("node", "", "node ID (default random)")
 	redisAddr := fs.String("redis", "", "Redis address; enables the multi-node mode")
-	secret := fs.String("secret", os.Getenv("SUPPORTDESK_SECRET"), "HMAC secret for tokens, ≥16 bytes (env SUPPORTDESK_SECRET; default random, and required to be shared between nodes)")
+	secretFile := fs.String("secret-file", "", "file holding the HMAC secret for tokens, ≥16 bytes (default: env SUPPORTDESK_SECRET, else random; nodes of a cluster need the same one)")
 	dev := fs.Bool("dev", false, "enable the dev token endpoint (default on when listening on loopback)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	offer := fs.Duration("offer-timeout", 30*time.Second, "how long an agent has to accept an offer")
@@ -53,6 +59,10 @@ func run(args []string) error {
 	premiumWait := fs.Duration("premium-wait", 5*time.Minute, "premium waiting-room deadline (then retried once)")
 	standardWait := fs.Duration("standard-wait", 15*time.Minute, "standard waiting-room deadline (then closed)")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	secret, err := loadSecret(*secretFile)
+	if err != nil {
 		return err
 	}
 	var lvl slog.Level
@@ -66,8 +76,8 @@ func run(args []string) error {
 	if !isFlagSet(fs, "dev") {
 		devMode = isLoopback(*addr)
 	}
-	if *redisAddr != "" && len(*secret) < 16 {
-		return errors.New("-redis needs the same -secret (≥16 bytes) on every node")
+	if *redisAddr != "" && len(secret) < 16 {
+		return errors.New("-redis needs the same secret (≥16 bytes, SUPPORTDESK_SECRET or -secret-file) on every node")
 	}
 	obs, err := observe.New(observe.Config{
 		LogHandler: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}),
@@ -81,8 +91,8 @@ func run(args []string) error {
 		OfferTimeout: *offer, AgentGrace: *grace, AgentCapacity: *capacity, Observer: obs,
 	}
 	cfg.Tiers[0].MaxWait, cfg.Tiers[1].MaxWait, cfg.Tiers[2].MaxWait = *vipWait, *premiumWait, *standardWait
-	if *secret != "" {
-		cfg.Secret = []byte(*secret)
+	if secret != "" {
+		cfg.Secret = []byte(secret)
 	}
 	var broker fanout.Broker
 	if *redisAddr != "" {
@@ -124,6 +134,23 @@ func run(args []string) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)
+}
+
+// loadSecret reads the token secret from path, or from SUPPORTDESK_SECRET
+// when path is empty; surrounding whitespace is dropped.
+func loadSecret(path string) (string, error) {
+	if path == "" {
+		return strings.TrimSpace(os.Getenv("SUPPORTDESK_SECRET")), nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("-secret-file: %w", err)
+	}
+	s := strings.TrimSpace(string(b))
+	if len(s) < 16 {
+		return "", fmt.Errorf("-secret-file %s: the secret must be at least 16 bytes", path)
+	}
+	return s, nil
 }
 
 func isFlagSet(fs *flag.FlagSet, name string) bool {

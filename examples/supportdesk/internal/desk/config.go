@@ -46,8 +46,9 @@ type TierSLA struct {
 type Config struct {
 	// Addr is the listen address of pages, API and WebSocket. Default "127.0.0.1:8080".
 	Addr string
-	// OpsAddr, when set, serves /metrics, /debug/pprof, /healthz and
-	// /readyz on a separate listener; otherwise they share Addr.
+	// OpsAddr is the listen address of /metrics, /debug/pprof, /healthz and
+	// /readyz, which are never served on Addr. Default "127.0.0.1:0" (a free
+	// loopback port; OpsURL tells which).
 	OpsAddr string
 	// PublicURL is how browsers reach this node (used by /api/route).
 	// Default "http://" + the bound address.
@@ -104,6 +105,9 @@ var ErrInvalidConfig = errors.New("desk: invalid config")
 func (c *Config) fill() error {
 	if c.Addr == "" {
 		c.Addr = "127.0.0.1:8080"
+	}
+	if c.OpsAddr == "" {
+		c.OpsAddr = "127.0.0.1:0"
 	}
 	def := [3]TierSLA{
 		{MaxWait: 2 * time.Minute, FirstResponse: 30 * time.Second, NextResponse: 60 * time.Second},

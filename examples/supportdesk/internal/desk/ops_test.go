@@ -6,7 +6,9 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -58,14 +60,24 @@ func TestTraceparentCarriedIntoLogsAndMetricsServed(t *testing.T) {
 		return strings.Contains(logs.String(), `"trace_id":"0af7651916cd43dd8448eb211c80319c"`)
 	}, waitFor, 10*time.Millisecond, "the core logs the message with the client's trace ID")
 
-	resp, err := http.Get(srv.URL() + "/metrics")
+	// The ops endpoints are never on the public listener.
+	for _, p := range []string{"/metrics", "/debug/pprof/", "/debug/pprof/cmdline", "/debug/vars", "/readyz"} {
+		resp, err := http.Get(srv.URL() + p)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		assert.Equal(t, http.StatusNotFound, resp.StatusCode, "public %s", p)
+	}
+	ops, err := url.Parse(srv.OpsURL())
+	require.NoError(t, err)
+	assert.True(t, net.ParseIP(ops.Hostname()).IsLoopback(), "ops listener binds loopback by default: %s", srv.OpsURL())
+	resp, err := http.Get(srv.OpsURL() + "/metrics")
 	require.NoError(t, err)
 	body, _ := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
 	for _, name := range []string{"switchboard_gateway_connections", "switchboard_queue_depth", "switchboard_fanout_publications_total", "switchboard_desk_conversations_total", "go_sched_latencies_seconds_bucket"} {
 		assert.Contains(t, string(body), name)
 	}
-	resp, err = http.Get(srv.URL() + "/readyz")
+	resp, err = http.Get(srv.OpsURL() + "/readyz")
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	assert.Equal(t, http.StatusOK, resp.StatusCode)

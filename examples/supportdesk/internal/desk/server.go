@@ -21,6 +21,7 @@ import (
 	"github.com/switchboard-go/switchboard/examples/supportdesk/internal/auth"
 	"github.com/switchboard-go/switchboard/fanout"
 	"github.com/switchboard-go/switchboard/gateway"
+	"github.com/switchboard-go/switchboard/observe/opshttp"
 	"github.com/switchboard-go/switchboard/router"
 )
 
@@ -124,15 +125,19 @@ func (s *Server) start() error {
 	if s.url == "" {
 		s.url = "http://" + addr
 	}
-	if s.cfg.OpsAddr != "" {
-		ln, err := net.Listen("tcp", s.cfg.OpsAddr)
-		if err != nil {
-			return err
-		}
-		s.opsLn = ln
-		s.ops = &http.Server{Handler: s.cfg.Observer.Handler(), ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = s.ops.Serve(ln) }()
+	// The ops endpoints (pprof, metrics) are never served on the public
+	// listener: they get their own, on loopback unless OpsAddr says otherwise.
+	ln, err := net.Listen("tcp", s.cfg.OpsAddr)
+	if err != nil {
+		return fmt.Errorf("ops listener: %w", err)
 	}
+	s.opsLn = ln
+	s.ops = &http.Server{Handler: opshttp.Handler(s.cfg.Observer), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := s.ops.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("ops listener stopped", "err", err)
+		}
+	}()
 	if s.cfg.Broker == nil {
 		if err := s.ring.SetMembers([]router.Node{{ID: s.cfg.NodeID, Addr: s.url}}); err != nil {
 			return err
@@ -154,12 +159,12 @@ func (s *Server) start() error {
 // with ws:// and path /ws.
 func (s *Server) URL() string { return s.url }
 
-// OpsURL is the base URL of the ops endpoints.
+// OpsURL is the base URL of the ops endpoints (their own listener).
 func (s *Server) OpsURL() string {
 	if s.opsLn != nil {
 		return "http://" + s.opsLn.Addr().String()
 	}
-	return s.url
+	return ""
 }
 
 // WSURL is the WebSocket endpoint.
@@ -357,12 +362,6 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /api/info", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"node": s.cfg.NodeID, "dev": s.cfg.Dev, "core": s.IsCore(), "ws": s.WSURL()})
 	})
-	if s.cfg.OpsAddr == "" {
-		ops := s.cfg.Observer.Handler()
-		for _, p := range []string{"/metrics", "/debug/", "/healthz", "/readyz"} {
-			mux.Handle(p, ops)
-		}
-	}
 	mountPages(mux)
 	return mux
 }

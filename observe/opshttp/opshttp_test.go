@@ -1,9 +1,10 @@
-package observe
+package opshttp
 
 import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"runtime/trace"
@@ -14,14 +15,16 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/switchboard-go/switchboard/observe"
 )
 
-func newTestObserver(t *testing.T, cfg Config) *Observer {
+func newTestObserver(t *testing.T, cfg observe.Config) *observe.Observer {
 	t.Helper()
 	if cfg.LogHandler == nil {
-		cfg.LogHandler = &recorder{}
+		cfg.LogHandler = slog.DiscardHandler
 	}
-	o, err := New(cfg)
+	o, err := observe.New(cfg)
 	require.NoError(t, err)
 	return o
 }
@@ -34,14 +37,14 @@ func get(t *testing.T, h http.Handler, target string) (int, string) {
 }
 
 func TestHealthz(t *testing.T) {
-	code, body := get(t, newTestObserver(t, Config{}).Handler(), PathHealthz)
+	code, body := get(t, Handler(newTestObserver(t, observe.Config{})), PathHealthz)
 	assert.Equal(t, http.StatusOK, code)
 	assert.Equal(t, "ok\n", body)
 }
 
 func TestReadyzFlips(t *testing.T) {
-	o := newTestObserver(t, Config{DisableRuntimeCollectors: true})
-	h := o.Handler()
+	o := newTestObserver(t, observe.Config{DisableRuntimeCollectors: true})
+	h := Handler(o)
 	code, _ := get(t, h, PathReadyz)
 	assert.Equal(t, http.StatusOK, code, "no checks: ready")
 
@@ -73,19 +76,19 @@ func TestReadyzFlips(t *testing.T) {
 }
 
 func TestReadyzTimeout(t *testing.T) {
-	o := newTestObserver(t, Config{DisableRuntimeCollectors: true, ReadyTimeout: 20 * time.Millisecond})
+	o := newTestObserver(t, observe.Config{DisableRuntimeCollectors: true, ReadyTimeout: 20 * time.Millisecond})
 	o.AddReadyCheck("slow", func(ctx context.Context) error {
 		<-ctx.Done()
 		return ctx.Err()
 	})
-	code, body := get(t, o.Handler(), PathReadyz)
+	code, body := get(t, Handler(o), PathReadyz)
 	assert.Equal(t, http.StatusServiceUnavailable, code)
 	assert.Contains(t, body, "not ready: slow: context deadline exceeded")
 }
 
 func TestMetricsServesRuntimeHistograms(t *testing.T) {
-	o := newTestObserver(t, Config{})
-	code, body := get(t, o.Handler(), PathMetrics)
+	o := newTestObserver(t, observe.Config{})
+	code, body := get(t, Handler(o), PathMetrics)
 	require.Equal(t, http.StatusOK, code)
 	for _, want := range []string{
 		"# TYPE go_sched_latencies_seconds histogram",
@@ -101,7 +104,7 @@ func TestMetricsServesRuntimeHistograms(t *testing.T) {
 }
 
 func TestPprofIndexAndProfile(t *testing.T) {
-	h := newTestObserver(t, Config{DisableRuntimeCollectors: true}).Handler()
+	h := Handler(newTestObserver(t, observe.Config{DisableRuntimeCollectors: true}))
 	code, body := get(t, h, PathPprof)
 	assert.Equal(t, http.StatusOK, code)
 	assert.Contains(t, body, "goroutine")
@@ -115,13 +118,13 @@ func TestPprofIndexAndProfile(t *testing.T) {
 }
 
 func TestNilObserverHandler(t *testing.T) {
-	var o *Observer
-	code, _ := get(t, o.Handler(), PathHealthz)
+	var o *observe.Observer
+	code, _ := get(t, Handler(o), PathHealthz)
 	assert.Equal(t, http.StatusNotFound, code)
 }
 
 func TestTraceRejectsBadSeconds(t *testing.T) {
-	h := newTestObserver(t, Config{DisableRuntimeCollectors: true}).Handler()
+	h := Handler(newTestObserver(t, observe.Config{DisableRuntimeCollectors: true}))
 	for _, s := range []string{"0", "31", "-1", "abc", "1.5", "999999999999999999999"} {
 		code, body := get(t, h, PathTrace+"?seconds="+s)
 		assert.Equal(t, http.StatusBadRequest, code, s)
@@ -134,7 +137,7 @@ func TestTraceRejectsBadSeconds(t *testing.T) {
 }
 
 func TestTraceOneCaptureAtATime(t *testing.T) {
-	srv := httptest.NewServer(newTestObserver(t, Config{DisableRuntimeCollectors: true}).Handler())
+	srv := httptest.NewServer(Handler(newTestObserver(t, observe.Config{DisableRuntimeCollectors: true})))
 	defer srv.Close()
 	client := srv.Client()
 

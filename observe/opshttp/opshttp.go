@@ -1,4 +1,13 @@
-package observe
+// Package opshttp serves an Observer's operator endpoints over HTTP:
+// Prometheus metrics, net/http/pprof, runtime/trace captures, liveness and
+// readiness. It is a separate package so that importing the SDK's components
+// (which all import observe) never links net/http/pprof, whose init
+// registers handlers on http.DefaultServeMux: only a host that imports
+// opshttp gets pprof, and even then the handlers are served by the
+// http.Handler that Handler returns, which hosts mount on a private
+// listener. This package does not register anything on
+// http.DefaultServeMux itself.
+package opshttp
 
 import (
 	"context"
@@ -12,9 +21,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/switchboard-go/switchboard/observe"
 )
 
-// Debug/ops endpoint paths served by Observer.Handler.
+// Debug/ops endpoint paths served by Handler.
 const (
 	PathMetrics = "/metrics"
 	PathPprof   = "/debug/pprof/"
@@ -26,11 +37,7 @@ const (
 // MaxTraceSeconds is the longest runtime/trace capture /debug/trace accepts.
 const MaxTraceSeconds = 30
 
-// DefaultReadyTimeout bounds one /readyz evaluation when
-// Config.ReadyTimeout is zero.
-const DefaultReadyTimeout = 2 * time.Second
-
-// Handler returns the debug/ops HTTP handler. Mount it at the root of a
+// Handler returns o's debug/ops HTTP handler. Mount it at the root of a
 // private listener (the pprof index expects the /debug/pprof/ prefix):
 //
 //   - GET /metrics: the Gatherer in Prometheus text (or OpenMetrics, when
@@ -46,17 +53,18 @@ const DefaultReadyTimeout = 2 * time.Second
 //     timeout, else 503 with "not ready: <check>: <error>".
 //
 // Other paths get 404. Expose it only to operators: pprof and traces reveal
-// internals and cost CPU. Importing observe also links net/http/pprof, whose
-// init registers the same pprof handlers on http.DefaultServeMux; hosts that
-// serve DefaultServeMux publicly must not. On a nil Observer Handler returns
+// internals and cost CPU (and /debug/pprof/cmdline shows the command line).
+// Importing this package links net/http/pprof, whose init registers the pprof
+// handlers on http.DefaultServeMux: never serve DefaultServeMux publicly in a
+// process that imports opshttp. On a nil Observer Handler returns
 // a handler that answers 404 to everything. Handler may be called more than
 // once; the handlers are safe for concurrent use.
-func (o *Observer) Handler() http.Handler {
+func Handler(o *observe.Observer) http.Handler {
 	if o == nil {
 		return http.NotFoundHandler()
 	}
 	mux := http.NewServeMux()
-	mux.Handle(PathMetrics, promhttp.HandlerFor(o.gatherer, promhttp.HandlerOpts{
+	mux.Handle(PathMetrics, promhttp.HandlerFor(o.Gatherer(), promhttp.HandlerOpts{
 		ErrorHandling:     promhttp.ContinueOnError,
 		EnableOpenMetrics: true,
 	}))
@@ -65,9 +73,9 @@ func (o *Observer) Handler() http.Handler {
 	mux.HandleFunc(PathPprof+"profile", pprof.Profile)
 	mux.HandleFunc(PathPprof+"symbol", pprof.Symbol)
 	mux.HandleFunc(PathPprof+"trace", pprof.Trace)
-	mux.HandleFunc(PathTrace, o.serveTrace)
+	mux.HandleFunc(PathTrace, serveTrace)
 	mux.HandleFunc(PathHealthz, serveHealthz)
-	mux.HandleFunc(PathReadyz, o.serveReadyz)
+	mux.HandleFunc(PathReadyz, func(w http.ResponseWriter, r *http.Request) { serveReadyz(o, w, r) })
 	return mux
 }
 
@@ -77,14 +85,14 @@ func serveHealthz(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write([]byte("ok\n"))
 }
 
-func (o *Observer) serveReadyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), o.readyTimeout)
+func serveReadyz(o *observe.Observer, w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), o.ReadyTimeout())
 	defer cancel()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	if err := o.Ready(ctx); err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		var nr *NotReadyError
+		var nr *observe.NotReadyError
 		if errors.As(err, &nr) {
 			_, _ = fmt.Fprintf(w, "not ready: %s: %v\n", nr.Check, nr.Err)
 			return
@@ -99,7 +107,7 @@ func (o *Observer) serveReadyz(w http.ResponseWriter, r *http.Request) {
 // process, so trace.Start itself is the "one capture at a time" lock: it
 // fails while any capture (this endpoint's, /debug/pprof/trace's or the
 // host's own) is running, and that failure is answered with 409.
-func (o *Observer) serveTrace(w http.ResponseWriter, r *http.Request) {
+func serveTrace(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
