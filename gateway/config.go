@@ -25,7 +25,14 @@ const (
 	DefaultDrainBatch       = 1000
 	DefaultDrainInterval    = 50 * time.Millisecond
 	DefaultCloseGracePeriod = 2 * time.Second
+	DefaultMaxFragments     = 64
+	DefaultMaxConnsPerUser  = 100
+	DefaultHandshakeBurst   = 20
 )
+
+// maxTrackedIPs bounds the per-IP handshake limiter: at most this many client
+// addresses (about 100 bytes each) are tracked at once.
+const maxTrackedIPs = 1 << 16
 
 // Role is the kind of participant behind a connection. The three constants
 // are the roles Switchboard's other packages know; any other string is
@@ -83,18 +90,31 @@ const (
 	RateDrop
 )
 
-// RateLimit is a per-connection token bucket over incoming data messages
-// (pings, pongs and close frames are not counted). The zero value disables
-// it.
+// RateLimit is a per-connection token bucket over incoming WebSocket
+// frames. Every frame takes a token: each frame of a data message (a
+// fragmented message takes one per fragment, empty continuation frames
+// included), pings, pongs and close frames. The bucket is checked on the
+// event loop as frames arrive, before nbio parses them, so a flood costs
+// no handler work. The zero value disables it.
+//
+// With RateClose a frame over the limit closes the connection with 1008
+// after the messages received before it were handled; what the peer sends
+// afterwards is read and discarded until its close frame (or
+// Config.CloseGracePeriod). With RateDrop a data message whose first frame
+// finds the bucket empty is dropped whole (OnDrop is called); later frames
+// of a message already admitted are never refused but go into debt, so
+// the messages after it are dropped until the debt is repaid; pings and
+// pongs over the limit are dropped unanswered. A close frame is counted but
+// never refused.
 type RateLimit struct {
-	// PerSecond is the sustained rate of messages per second; 0 disables the limit.
+	// PerSecond is the sustained rate of frames per second; 0 disables the limit.
 	PerSecond float64
 	// Burst is the bucket size; 0 means max(1, ceil(PerSecond)).
 	Burst int
 	// Policy selects close (1008, default) or drop-and-report.
 	Policy RatePolicy
 	// OnDrop, when set with Policy RateDrop, is called on the handler
-	// executor (in the connection's order) for every dropped message.
+	// executor (in the connection's order) for every dropped data message.
 	OnDrop func(c *Conn)
 }
 
@@ -161,14 +181,44 @@ type Config struct {
 	// MaxConns caps open WebSocket connections; more are refused with 503
 	// before upgrading. 0 means unlimited.
 	MaxConns int
+	// MaxConnsPerUser caps the open WebSocket connections of one
+	// Identity.UserID (tabs and devices of one user); more are refused with
+	// 429 (no Retry-After: a slot frees when one of them closes) after
+	// Authenticate and before upgrading. Anonymous connections (empty
+	// UserID) are not counted. Default 100; -1 means unlimited.
+	MaxConnsPerUser int
+	// HandshakeRate is the sustained rate of WebSocket handshakes per second
+	// allowed from one client IP address (IPv6 addresses are grouped by
+	// /64), a token bucket of HandshakeBurst; a request over it is answered
+	// 429 with Retry-After before any other check. Every request to Path
+	// counts. The limiter tracks at most 65536 addresses; idle ones are
+	// evicted by the sweeper, and when the table is full an idle (else an
+	// arbitrary) entry makes room. Behind a reverse proxy every client has
+	// the proxy's address, so the default is 0: no limit.
+	HandshakeRate float64
+	// HandshakeBurst is the per-IP handshake bucket size. Default 20 (when
+	// HandshakeRate is set).
+	HandshakeBurst int
 	// MaxMessageSize is the largest incoming message in bytes; a larger one
-	// closes the connection with 1009. Default 64 KiB; -1 means unlimited.
+	// closes the connection with 1009. It bounds the sum of the payloads of
+	// a fragmented message. Default 64 KiB; -1 means unlimited.
 	MaxMessageSize int64
-	// MaxOutgoingBytes caps the bytes queued for one connection; a write
-	// that would exceed it closes the connection with 4008. Default 1 MiB;
-	// -1 means unlimited.
+	// MaxFragments is the largest number of frames one incoming data
+	// message may be split into; one more closes the connection with 1009.
+	// Default: 64, or MaxMessageSize/4096 when that is larger (clients such
+	// as gorilla/websocket fragment at their 4 KiB write buffer); unlimited
+	// when MaxMessageSize is unlimited. -1 means unlimited.
+	MaxFragments int
+	// MaxOutgoingBytes caps the bytes queued for one connection: every
+	// frame the gateway queues counts, data frames (Send, SendPrepared,
+	// Broadcast, SendToUser), pongs, pings and close frames. A write that
+	// would exceed it closes the connection with 4008; when even that close
+	// frame does not fit, the TCP connection is dropped without one. The
+	// queued bytes never exceed the cap (the check and the reservation are
+	// one atomic step); nbio's copy of them may take up to about twice as
+	// much heap (buffer growth). Default 1 MiB; -1 means unlimited.
 	MaxOutgoingBytes int
-	// RateLimit limits incoming messages per connection. Zero: no limit.
+	// RateLimit limits incoming frames per connection. Zero: no limit.
 	RateLimit RateLimit
 
 	// OnOpen runs after the upgrade, before any OnMessage of the connection.
@@ -278,6 +328,29 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, invalid("MaxMessageSize", "%d (use -1 for unlimited)", cfg.MaxMessageSize)
 	case cfg.MaxMessageSize > 1<<31-1:
 		return cfg, invalid("MaxMessageSize", "%d exceeds 2 GiB", cfg.MaxMessageSize)
+	}
+	switch {
+	case cfg.MaxFragments == 0 && cfg.MaxMessageSize == -1:
+		cfg.MaxFragments = -1
+	case cfg.MaxFragments == 0:
+		cfg.MaxFragments = max(DefaultMaxFragments, int(cfg.MaxMessageSize/4096))
+	case cfg.MaxFragments < -1:
+		return cfg, invalid("MaxFragments", "%d (use -1 for unlimited)", cfg.MaxFragments)
+	}
+	switch {
+	case cfg.MaxConnsPerUser == 0:
+		cfg.MaxConnsPerUser = DefaultMaxConnsPerUser
+	case cfg.MaxConnsPerUser < -1:
+		return cfg, invalid("MaxConnsPerUser", "%d (use -1 for unlimited)", cfg.MaxConnsPerUser)
+	}
+	if cfg.HandshakeRate < 0 {
+		return cfg, invalid("HandshakeRate", "negative %v", cfg.HandshakeRate)
+	}
+	if cfg.HandshakeBurst < 0 {
+		return cfg, invalid("HandshakeBurst", "negative %d", cfg.HandshakeBurst)
+	}
+	if cfg.HandshakeRate > 0 && cfg.HandshakeBurst == 0 {
+		cfg.HandshakeBurst = DefaultHandshakeBurst
 	}
 	switch {
 	case cfg.MaxOutgoingBytes == 0:

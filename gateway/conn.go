@@ -46,6 +46,12 @@ var (
 	ErrMessageType = errors.New("gateway: invalid message type")
 	// ErrCloseCode is returned by Conn.Close for a code a server may not send.
 	ErrCloseCode = errors.New("gateway: invalid close code")
+	// ErrHandshakeRate is the body of the 429 response (with Retry-After)
+	// to a handshake over Config.HandshakeRate for its client address.
+	ErrHandshakeRate = errors.New("gateway: too many handshakes from this address")
+	// ErrUserConns is the body of the 429 response to a handshake whose
+	// user already has Config.MaxConnsPerUser open connections.
+	ErrUserConns = errors.New("gateway: too many connections for this user")
 )
 
 const (
@@ -66,6 +72,7 @@ type Conn struct {
 	nbc         *nbio.Conn // the socket in nbio's poller
 	subprotocol string
 	mounted     bool // arrived through ServeHTTP from net/http: see openMu
+	userSlot    bool // holds a Config.MaxConnsPerUser slot of ident.UserID
 
 	state        atomic.Int32
 	queued       atomic.Int64 // bytes handed to nbio and not yet written to the kernel
@@ -102,11 +109,6 @@ type Conn struct {
 	cancel      context.CancelFunc
 	closeCode   int
 	closeReason string
-
-	// Rate limiter state; only touched by the connection's handler jobs,
-	// which nbio runs one at a time.
-	tokens   float64
-	tokensAt int64
 }
 
 // ID returns the connection's process-unique ID (never 0).
@@ -168,7 +170,7 @@ func (c *Conn) Send(typ MessageType, data []byte) error {
 	pbuf := getFrameBuf(frameHeaderLen(len(data)) + len(data))
 	n := putFrameHeader(*pbuf, byte(typ), len(data))
 	copy((*pbuf)[n:], data)
-	err := c.write(*pbuf, false) // nbio copies what the kernel does not take
+	err := c.write(*pbuf, true) // nbio copies what the kernel does not take
 	putFrameBuf(pbuf)
 	return c.afterWrite(err)
 }
@@ -179,7 +181,7 @@ func (c *Conn) SendPrepared(pm *PreparedMessage) error {
 	if c.state.Load() != stateOpen {
 		return ErrClosed
 	}
-	return c.afterWrite(c.write(pm.frame, false))
+	return c.afterWrite(c.write(pm.frame, true))
 }
 
 func (c *Conn) afterWrite(err error) error {
@@ -192,19 +194,31 @@ func (c *Conn) afterWrite(err error) error {
 
 var errSlow = errors.New("gateway: outgoing buffer full")
 
-// write hands one complete frame to nbio. Control frames (ctl) skip the cap
-// so a close frame can still be queued. It returns errSlow without closing.
-func (c *Conn) write(frame []byte, ctl bool) error {
+// write hands one complete frame to nbio. Every frame, data or control
+// (pong, ping, close), counts against Config.MaxOutgoingBytes: the check
+// and the reservation are one atomic step, so the queued bytes never exceed
+// the cap, even with concurrent writers. It returns errSlow, without
+// closing, when the frame does not fit. data selects the data-frame metrics.
+func (c *Conn) write(frame []byte, data bool) error {
 	n := int64(len(frame))
 	g := c.g
-	q := c.queued.Load()
-	if !ctl && g.maxOut > 0 && q+n > g.maxOut {
-		return errSlow
+	var q int64
+	if g.maxOut > 0 {
+		for {
+			q = c.queued.Load()
+			if q+n > g.maxOut {
+				return errSlow
+			}
+			if c.queued.CompareAndSwap(q, q+n) {
+				break
+			}
+		}
+	} else {
+		q = c.queued.Add(n) - n
 	}
 	if q <= 0 {
 		c.lastProgress.Store(g.now.Load())
 	}
-	c.queued.Add(n)
 	if c.isTLS {
 		c.tlsMu.Lock()
 		err := ErrClosed
@@ -218,7 +232,7 @@ func (c *Conn) write(frame []byte, ctl bool) error {
 	} else if _, err := c.w.Write(frame); err != nil {
 		return ErrClosed
 	}
-	if m := g.m; m != nil && !ctl {
+	if m := g.m; m != nil && data {
 		m.msgsOut.Inc()
 		m.bytesOut.Add(float64(n))
 	}
@@ -281,8 +295,9 @@ func (c *Conn) closeWith(code int, reason string, now bool) bool {
 	c.mu.Lock()
 	c.closeCode, c.closeReason = code, reason
 	c.mu.Unlock()
-	_ = c.writeClose(code, reason)
-	if now {
+	// A close frame that does not fit in Config.MaxOutgoingBytes is not
+	// queued: the connection is dropped without one.
+	if err := c.writeClose(code, reason); err != nil || now {
 		_ = c.nbc.Close()
 	} else {
 		_ = c.nbc.SetReadDeadline(time.Now().Add(c.g.cfg.CloseGracePeriod))
@@ -324,7 +339,7 @@ func (c *Conn) writeClose(code int, reason string) error {
 		binary.BigEndian.PutUint16(buf[n:], uint16(code))
 		n += 2 + copy(buf[n+2:], reason)
 	}
-	return c.write(buf[:n], true)
+	return c.write(buf[:n], false)
 }
 
 // setPeerClose records the code of a close the peer started.
@@ -347,22 +362,13 @@ func (c *Conn) waitOpen() {
 	}
 }
 
-// allow takes a token from the connection's bucket.
-func (c *Conn) allow(now int64) bool {
-	rl := &c.g.cfg.RateLimit
-	burst := float64(rl.Burst)
-	if c.tokensAt == 0 {
-		c.tokens, c.tokensAt = burst, now
+// controlDone tells the connection's frameGuard that a ping or pong it
+// handed on was handled (see maxPendingControl). The guard is the nbio
+// connection's session from before the frame was parsed.
+func (c *Conn) controlDone() {
+	if fg, ok := c.nbc.Session().(*frameGuard); ok {
+		fg.controlDone()
 	}
-	if el := now - c.tokensAt; el > 0 {
-		c.tokens = min(burst, c.tokens+float64(el)/1e9*rl.PerSecond)
-		c.tokensAt = now
-	}
-	if c.tokens < 1 {
-		return false
-	}
-	c.tokens--
-	return true
 }
 
 // frameHeaderLen is the size of an unmasked server frame header for n payload bytes.

@@ -11,12 +11,27 @@
 // inside an existing net/http server (Gateway.ServeHTTP), in which case the
 // upgraded connection is handed over to nbio's pollers.
 //
-// The handshake runs, in order: WebSocket request validation (400/405),
-// the allowed-origins check (403), the connection cap (503), then
-// Config.Authenticate (401, or 403 when the error wraps ErrForbidden). Only
-// then is the connection upgraded. A client that opens TCP and never finishes
-// its request is closed after Config.HandshakeTimeout (own listeners; when
-// mounted, the host's http.Server timeouts apply to the handshake).
+// The handshake runs, in order: the per-client-IP handshake rate
+// (Config.HandshakeRate, 429 with Retry-After), WebSocket request
+// validation (400/405), the allowed-origins check (403), the connection cap
+// (503), Config.Authenticate (401, or 403 when the error wraps
+// ErrForbidden), then the per-user cap (Config.MaxConnsPerUser, 429). Only
+// then is the connection upgraded. Every refused handshake is answered with
+// Connection: close, so refused clients do not hold descriptors in
+// keep-alive. A client that opens TCP and never finishes its request is
+// closed after Config.HandshakeTimeout (own listeners; when mounted, the
+// host's http.Server timeouts apply to the handshake). When the process is
+// out of file descriptors, the own listeners answer new connections 503
+// (accepting them with a descriptor held in reserve) instead of leaving them
+// unanswered in the kernel's accept queue.
+//
+// Every frame a client sends is checked on the event loop as it arrives,
+// before nbio parses it: an unmasked frame closes the connection with 1002
+// (RFC 6455 §5.1); every frame, control and continuation frames included,
+// takes a token of Config.RateLimit; a message split into more than
+// Config.MaxFragments frames closes with 1009; and pings and pongs beyond
+// 8 waiting for their handler are dropped unanswered, so a ping flood
+// cannot pile up handler jobs.
 //
 // Every connection is a *Conn with an ID, the Identity returned by
 // Authenticate and a context.Context cancelled when it closes. Connections
@@ -44,9 +59,11 @@
 // Writes (Conn.Send, Conn.SendPrepared, Gateway.Broadcast, Gateway.SendToUser)
 // never block: a frame goes to the kernel, and what the kernel does not take
 // is queued by nbio. Each connection may have at most
-// Config.MaxOutgoingBytes queued; a write that would exceed it disconnects
-// the connection with CloseSlowConsumer instead of growing memory or slowing
-// other connections. A PreparedMessage holds the frame bytes encoded once;
+// Config.MaxOutgoingBytes queued, counting every frame the gateway writes
+// (data, pongs, pings, close frames); a write that would exceed it
+// disconnects the connection with CloseSlowConsumer (without a close frame
+// when even that does not fit) instead of growing memory or slowing other
+// connections. A PreparedMessage holds the frame bytes encoded once;
 // server frames are unmasked, so the same bytes are written to every
 // connection and broadcasting allocates nothing per connection (plain TCP;
 // over TLS each connection encrypts its own copy, and MaxOutgoingBytes and
@@ -74,20 +91,35 @@
 //
 //	1000 CloseNormal          normal closure (peer-initiated, or Conn.Close by the host)
 //	1001 CloseGoingAway       Gateway.Shutdown is draining the gateway
-//	1002 CloseProtocolError   malformed frame (reported; nbio drops TCP, or answers 1002 to a bad close code)
+//	1002 CloseProtocolError   an unmasked client frame (sent by the gateway); other malformed frames (reported; nbio drops TCP, or answers 1002 to a bad close code)
 //	1005 CloseNoStatus        reported only: the peer's close frame carried no code
 //	1006 CloseAbnormal        reported only: TCP ended without a close frame
 //	1007 CloseInvalidPayload  a text message (or close reason) is not valid UTF-8
-//	1008 ClosePolicyViolation the per-connection message rate limit was exceeded
-//	1009 CloseMessageTooBig   a message exceeded Config.MaxMessageSize
+//	1008 ClosePolicyViolation a frame (any kind) over the per-connection rate limit, Config.RateLimit
+//	1009 CloseMessageTooBig   a message exceeded Config.MaxMessageSize, or had more than Config.MaxFragments frames
 //	1011 CloseInternalError   a handler (OnOpen or OnMessage) panicked
 //	4000 CloseIdleTimeout     no frame (pong included) for Config.IdleTimeout
 //	4001 CloseWriteTimeout    queued outgoing bytes made no progress for Config.WriteTimeout
-//	4008 CloseSlowConsumer    outgoing queue would exceed Config.MaxOutgoingBytes
+//	4008 CloseSlowConsumer    outgoing queue (any frame, pongs included) would exceed Config.MaxOutgoingBytes
 //
 // Conn.Close also accepts 1000, 1001, 1008, 1011 and any 3000-4999 code of
 // the host's choosing. The close frame is best effort: a peer whose receive path is stuck (4001,
-// 4008, half-open 4000) usually sees the TCP connection end instead.
+// 4008, half-open 4000) usually sees the TCP connection end instead. After
+// a 1002, 1008 or 1009 of the frame checks the gateway reads and discards
+// the peer's frames until its close frame or Config.CloseGracePeriod.
+//
+// # HTTP statuses
+//
+// Refused handshakes are answered, with Connection: close:
+//
+//	400 Bad Request            not a WebSocket upgrade request (missing or wrong Upgrade, Connection, Sec-WebSocket-Key/Version)
+//	401 Unauthorized           Config.Authenticate returned an error
+//	403 Forbidden              the Origin is not allowed, or the Authenticate error wraps ErrForbidden
+//	405 Method Not Allowed     not a GET
+//	429 Too Many Requests      over Config.HandshakeRate for the client address (body ErrHandshakeRate, with Retry-After in seconds)
+//	429 Too Many Requests      the user has Config.MaxConnsPerUser connections open (body ErrUserConns, no Retry-After)
+//	501 Not Implemented        mounted inside a net/http server that terminates TLS
+//	503 Service Unavailable    Config.MaxConns reached, before Start, while draining, or the process is out of file descriptors (own listeners)
 //
 // # Errors
 //
@@ -100,6 +132,8 @@
 //	ErrInvalidUTF8     NewPreparedMessage was given invalid UTF-8 for a text message
 //	ErrCloseCode       Conn.Close was given a code a server may not send
 //	ErrDraining        the readiness error once Shutdown started
+//	ErrHandshakeRate   the body of the 429 answered over Config.HandshakeRate
+//	ErrUserConns       the body of the 429 answered over Config.MaxConnsPerUser
 //
 // # Known limitations (nbio v1.6.8)
 //
@@ -118,7 +152,21 @@
 // gateway orders its own writes with the closes that follow a close frame
 // (the common case), but when nbio closes a wss connection on its own after
 // a protocol error while a handler writes to it, the alert can still
-// interleave with that write.
+// interleave with that write. The frame checks start with the first read
+// after the upgrade; over TLS, frames a client pipelines behind its upgrade
+// request, in the same read, reach nbio unchecked if the upgrade completes
+// while that read is being decrypted (a client must not send before the
+// 101 anyway).
+//
+// # Logging
+//
+// Config.Observer's logger receives the gateway's log lines and nbio's.
+// nbio logs through one process-wide logger, printing to stdout; the first
+// New replaces it, once per process, with one that forwards to the Observer
+// logger of the most recently started gateway still running (discarded for
+// a gateway without an Observer; slog.Default() while none runs), with
+// component=nbio. nbio's lines do not say which engine wrote them, so with
+// several gateways in one process they all go to the newest one.
 //
 // # Metrics
 //
@@ -127,12 +175,12 @@
 //
 //	connections{role}                   gauge: open connections by role
 //	accepted_total                      counter: upgraded connections
-//	rejected_total{reason}              counter: refused handshakes (bad_request, origin, capacity, unauthorized, forbidden, draining, upgrade)
+//	rejected_total{reason}              counter: refused handshakes (handshake_rate, bad_request, origin, capacity, unauthorized, forbidden, user_conns, not_started, draining, tls_mount, upgrade, fd_limit, accept)
 //	messages_in_total, bytes_in_total   counters: data messages and payload bytes received
 //	messages_out_total, bytes_out_total counters: data frames and frame bytes queued for sending
 //	closes_total{code}                  counter: closed connections by close code
 //	slow_consumer_total                 counter: disconnects with 4008
-//	rate_limited_total{action}          counter: messages over the rate limit (close or drop)
+//	rate_limited_total{action}          counter: frames over the rate limit (close: connections closed; drop: messages, pings and pongs dropped)
 //	handler_panics_total{handler}       counter: recovered handler panics (open, message, close)
 //	handshake_seconds                   histogram: request received to upgraded and opened
 //	broadcast_seconds                   histogram: duration of Broadcast calls

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"io"
 	"net"
@@ -33,15 +34,23 @@ func maskedFrame(b0 byte, payload []byte) []byte {
 func rawHandshake(tb testing.TB, addr string) net.Conn {
 	conn, err := net.Dial("tcp", addr)
 	require.NoError(tb, err)
+	upgradeRaw(tb, conn, addr)
+	return conn
+}
+
+// upgradeRaw sends an upgrade request on conn and requires 101. The server
+// sends nothing after its response before the client's first frame, so
+// reading the response through a bufio.Reader loses no frame bytes.
+func upgradeRaw(tb testing.TB, conn net.Conn, addr string) {
 	req := "GET /ws HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	_, err = conn.Write([]byte(req))
+	_, err := conn.Write([]byte(req))
 	require.NoError(tb, err)
 	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	require.NoError(tb, err)
 	require.Equal(tb, http.StatusSwitchingProtocols, resp.StatusCode)
-	return conn
+	_ = conn.SetReadDeadline(time.Time{})
 }
 
 // FuzzRawBytesAfterHandshake feeds arbitrary bytes to a connection after a
@@ -50,15 +59,18 @@ func rawHandshake(tb testing.TB, addr string) net.Conn {
 func FuzzRawBytesAfterHandshake(f *testing.F) {
 	f.Add(maskedFrame(0x81, []byte("hello")))
 	f.Add(maskedFrame(0x82, make([]byte, 300)))
-	f.Add(maskedFrame(0x81, []byte{0xff, 0xfe}))           // invalid UTF-8
-	f.Add(maskedFrame(0x89, []byte("ping")))               // ping
-	f.Add(maskedFrame(0x88, []byte{0x03, 0xe8, 'o', 'k'})) // close 1000
-	f.Add(maskedFrame(0x88, []byte{0x00, 0x05}))           // invalid close code
-	f.Add(maskedFrame(0x88, []byte{0x03}))                 // 1-byte close payload
-	f.Add(maskedFrame(0x09, []byte("x")))                  // fragmented control
-	f.Add(maskedFrame(0xC1, []byte("rsv")))                // RSV1 without extension
-	f.Add(maskedFrame(0x83, nil))                          // reserved opcode
-	f.Add(maskedFrame(0x80, []byte("cont")))               // continuation first
+	f.Add(maskedFrame(0x81, []byte{0xff, 0xfe}))                                               // invalid UTF-8
+	f.Add(maskedFrame(0x89, []byte("ping")))                                                   // ping
+	f.Add(maskedFrame(0x88, []byte{0x03, 0xe8, 'o', 'k'}))                                     // close 1000
+	f.Add(maskedFrame(0x88, []byte{0x00, 0x05}))                                               // invalid close code
+	f.Add(maskedFrame(0x88, []byte{0x03}))                                                     // 1-byte close payload
+	f.Add(maskedFrame(0x09, []byte("x")))                                                      // fragmented control
+	f.Add(maskedFrame(0xC1, []byte("rsv")))                                                    // RSV1 without extension
+	f.Add(maskedFrame(0x83, nil))                                                              // reserved opcode
+	f.Add([]byte{0x81, 0x02, 'h', 'i'})                                                        // unmasked
+	f.Add(append(maskedFrame(0x01, []byte("a")), bytes.Repeat(maskedFrame(0x00, nil), 70)...)) // too many fragments
+	f.Add(maskedFrame(0x82, make([]byte, 70000))[:20])                                         // 64-bit length, cut short
+	f.Add(maskedFrame(0x80, []byte("cont")))                                                   // continuation first
 	f.Add(append(maskedFrame(0x01, []byte("frag")), maskedFrame(0x80, []byte("ment"))...))
 	f.Add([]byte{0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF}) // 2^63 length
 	f.Add([]byte{0x81, 0x7E, 0x00})                                           // truncated length

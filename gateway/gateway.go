@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +41,7 @@ type Gateway struct {
 	up     *websocket.Upgrader
 	exec   *executor
 	reg    *registry
+	ips    *ipLimiter // nil without Config.HandshakeRate
 	m      *metrics
 
 	nextID atomic.Uint64
@@ -56,6 +59,7 @@ type Gateway struct {
 	emptied   chan struct{} // signalled when the last connection closes while draining
 	handshake sync.WaitGroup
 	startedAt time.Time
+	logRoute  *nbioRoute // nbio's log lines go to this gateway's logger while it runs
 
 	pingFrame []byte
 }
@@ -83,6 +87,10 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Observer != nil {
 		g.m = newMetrics(cfg.Observer, g)
 	}
+	if cfg.HandshakeRate > 0 {
+		g.ips = newIPLimiter(cfg.HandshakeRate, cfg.HandshakeBurst, maxTrackedIPs)
+	}
+	installNBIOLogger()
 
 	ncfg := nbhttp.Config{
 		Name:                    cfg.Name,
@@ -92,6 +100,9 @@ func New(cfg Config) (*Gateway, error) {
 		SupportServerOnly:       true,
 		ReleaseWebsocketPayload: true,
 		Handler:                 http.HandlerFunc(g.serveOwn),
+		// nbhttp's own cap (1,048,576 by default) closes connections
+		// silently, without an HTTP response; MaxConns answers 503.
+		MaxLoad: math.MaxInt32,
 		// The gateway runs its own accept loops (listener.go); nbhttp gets
 		// no addresses.
 	}
@@ -108,12 +119,20 @@ func New(cfg Config) (*Gateway, error) {
 	g.engine.Engine.OnWrittenSize(func(nc *nbio.Conn, _ []byte, n int) {
 		// Runs inside nbio writes, possibly under the websocket conn's lock:
 		// read the sessions without locking and touch only atomics.
-		if ws, ok := nc.Session().(*websocket.Conn); ok {
-			if c, ok := ws.Session().(*Conn); ok {
-				c.written(g, n)
-			}
+		var ws *websocket.Conn
+		switch s := nc.Session().(type) {
+		case *frameGuard:
+			ws = s.ws
+		case *websocket.Conn:
+			ws = s
+		default:
+			return
+		}
+		if c, ok := ws.Session().(*Conn); ok {
+			c.written(g, n)
 		}
 	})
+	g.engine.Engine.OnData(g.onData)
 	g.engine.OnOpen(func(net.Conn) { raceHandoff() })
 	g.engine.Engine.OnReadBufferFree(newLoopYield(g.engine.Engine.NPoller).afterRead)
 
@@ -164,15 +183,17 @@ func (g *Gateway) Start() error {
 			g.state.Store(gwStopped)
 			return fmt.Errorf("gateway: start: %w", err)
 		}
-		g.listeners = append(g.listeners, &listener{ln: ln, tls: g.tls, closed: make(chan struct{}), done: make(chan struct{})})
+		g.listeners = append(g.listeners, newListener(ln, g.tls))
 		g.addrs = append(g.addrs, ln.Addr())
 	}
 	g.exec.start(g.cfg.HandlerWorkers)
+	g.logRoute = nbioLogs.push(g.cfg.Observer.Logger())
 	if err := g.engine.Start(); err != nil {
 		for _, l := range g.listeners {
 			l.close()
 		}
 		g.exec.shutdown()
+		nbioLogs.pop(g.logRoute)
 		g.state.Store(gwStopped)
 		return fmt.Errorf("gateway: start: %w", err)
 	}
@@ -222,11 +243,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.serveWS(w, r)
 }
 
-func (g *Gateway) reject(w http.ResponseWriter, status int, reason string) {
+// reject answers a refused handshake and closes the connection after the
+// response, so refused clients do not hold descriptors in keep-alive.
+func (g *Gateway) reject(w http.ResponseWriter, r *http.Request, status int, reason string, body string) {
 	if g.m != nil {
 		g.m.rejected.WithLabelValues(reason).Inc()
 	}
-	http.Error(w, http.StatusText(status), status)
+	if body == "" {
+		body = http.StatusText(status)
+	}
+	w.Header().Set("Connection", "close")
+	r.Close = true // nbhttp closes after the response when the request asks to
+	http.Error(w, body, status)
 }
 
 func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
@@ -236,35 +264,42 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	switch g.state.Load() {
 	case gwRunning:
 	case gwNew:
-		g.reject(w, http.StatusServiceUnavailable, "not_started")
+		g.reject(w, r, http.StatusServiceUnavailable, "not_started", "")
 		return
 	default:
-		g.reject(w, http.StatusServiceUnavailable, "draining")
+		g.reject(w, r, http.StatusServiceUnavailable, "draining", "")
 		return
+	}
+	if g.ips != nil {
+		if ok, wait := g.ips.allow(r.RemoteAddr, g.cfg.Clock.Now().UnixNano()); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(int(wait)))
+			g.reject(w, r, http.StatusTooManyRequests, "handshake_rate", ErrHandshakeRate.Error())
+			return
+		}
 	}
 	_, native := w.(*nbhttp.Response)
 	if !native && r.TLS != nil {
-		g.reject(w, http.StatusNotImplemented, "tls_mount")
+		g.reject(w, r, http.StatusNotImplemented, "tls_mount", "")
 		return
 	}
 	if r.Method != http.MethodGet {
-		g.reject(w, http.StatusMethodNotAllowed, "bad_request")
+		g.reject(w, r, http.StatusMethodNotAllowed, "bad_request", "")
 		return
 	}
 	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") ||
 		r.Header.Get("Sec-Websocket-Key") == "" || r.Header.Get("Sec-Websocket-Version") != "13" {
 		w.Header().Set("Sec-Websocket-Version", "13")
-		g.reject(w, http.StatusBadRequest, "bad_request")
+		g.reject(w, r, http.StatusBadRequest, "bad_request", "")
 		return
 	}
 	if !g.originAllowed(r) {
-		g.reject(w, http.StatusForbidden, "origin")
+		g.reject(w, r, http.StatusForbidden, "origin", "")
 		return
 	}
 	if max := g.cfg.MaxConns; max > 0 {
 		if g.slots.Add(1) > int64(max) {
 			g.slots.Add(-1)
-			g.reject(w, http.StatusServiceUnavailable, "capacity")
+			g.reject(w, r, http.StatusServiceUnavailable, "capacity", "")
 			return
 		}
 	} else {
@@ -277,22 +312,34 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			g.slots.Add(-1)
 			if errors.Is(err, ErrForbidden) {
-				g.reject(w, http.StatusForbidden, "forbidden")
+				g.reject(w, r, http.StatusForbidden, "forbidden", "")
 			} else {
-				g.reject(w, http.StatusUnauthorized, "unauthorized")
+				g.reject(w, r, http.StatusUnauthorized, "unauthorized", "")
 			}
 			return
 		}
 	}
+	userSlot := false
+	if max := g.cfg.MaxConnsPerUser; max > 0 && ident.UserID != "" {
+		if !g.reg.reserveUser(ident.UserID, max) {
+			g.slots.Add(-1)
+			g.reject(w, r, http.StatusTooManyRequests, "user_conns", ErrUserConns.Error())
+			return
+		}
+		userSlot = true
+	}
 	ws, err := g.up.UpgradeAndTransferConnToPoller(w, r, nil)
 	if err != nil {
 		g.slots.Add(-1)
+		if userSlot {
+			g.reg.releaseUser(ident.UserID)
+		}
 		if g.m != nil {
 			g.m.rejected.WithLabelValues("upgrade").Inc()
 		}
 		return
 	}
-	c := &Conn{g: g, id: g.nextID.Add(1), ident: ident, ws: ws, subprotocol: ws.Subprotocol(), mounted: !native}
+	c := &Conn{g: g, id: g.nextID.Add(1), ident: ident, ws: ws, subprotocol: ws.Subprotocol(), mounted: !native, userSlot: userSlot}
 	c.w, c.nbc = unwrapConn(ws.Conn)
 	_, c.isTLS = c.w.(*llibtls.Conn)
 	now := g.now.Load()
@@ -302,6 +349,9 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	if c.nbc == nil { // not reachable with nbio v1.6.8; keep the invariant explicit
 		_ = ws.Close()
 		g.slots.Add(-1)
+		if userSlot {
+			g.reg.releaseUser(ident.UserID)
+		}
 		return
 	}
 	// nbhttp's accept path arms the handshake deadline after registering
@@ -446,22 +496,7 @@ func (g *Gateway) onMessage(ws *websocket.Conn, mt websocket.MessageType, data [
 		c.closeWith(CloseInvalidPayload, "invalid UTF-8", false)
 		return
 	}
-	if rl := &g.cfg.RateLimit; rl.PerSecond > 0 && !c.allow(g.cfg.Clock.Now().UnixNano()) {
-		if rl.Policy == RateClose {
-			if g.m != nil {
-				g.m.rateClose.Inc()
-			}
-			c.closeWith(ClosePolicyViolation, "rate limit exceeded", false)
-			return
-		}
-		if g.m != nil {
-			g.m.rateDrop.Inc()
-		}
-		if rl.OnDrop != nil {
-			g.guard(c, "drop", func() { rl.OnDrop(c) })
-		}
-		return
-	}
+	// The rate limit was applied to the frames by the frameGuard.
 	if g.cfg.OnMessage != nil {
 		g.guard(c, "message", func() { g.cfg.OnMessage(c, typ, data) })
 	}
@@ -492,11 +527,14 @@ func (g *Gateway) callOpen(c *Conn) bool {
 	return g.guard(c, "open", func() { g.cfg.OnOpen(c) })
 }
 
+// onPing answers a ping. The pong counts against Config.MaxOutgoingBytes
+// like any frame: a peer that pings and never reads is closed with 4008.
 func (g *Gateway) onPing(ws *websocket.Conn, data string) {
 	c := connOf(ws)
 	if c == nil {
 		return
 	}
+	defer c.controlDone()
 	c.touch()
 	if c.state.Load() != stateOpen {
 		return
@@ -504,11 +542,14 @@ func (g *Gateway) onPing(ws *websocket.Conn, data string) {
 	var buf [2 + 125]byte
 	n := putFrameHeader(buf[:], 0xA, len(data))
 	n += copy(buf[n:], data)
-	_ = c.write(buf[:n], true)
+	if c.write(buf[:n], false) == errSlow {
+		c.fail(CloseSlowConsumer, "slow consumer")
+	}
 }
 
 func (g *Gateway) onPong(ws *websocket.Conn, _ string) {
 	if c := connOf(ws); c != nil {
+		c.controlDone()
 		c.touch()
 	}
 }
@@ -564,6 +605,9 @@ func (g *Gateway) release(c *Conn, err error, wait bool) {
 	}
 	g.reg.remove(c)
 	g.slots.Add(-1)
+	if c.userSlot {
+		g.reg.releaseUser(c.ident.UserID)
+	}
 	c.mu.Lock()
 	code, reason := c.closeCode, c.closeReason
 	if code == 0 {

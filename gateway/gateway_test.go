@@ -613,6 +613,10 @@ func TestNewValidation(t *testing.T) {
 		{"MaxConns", Config{MaxConns: -1}},
 		{"MaxMessageSize", Config{MaxMessageSize: -2}},
 		{"MaxOutgoingBytes", Config{MaxOutgoingBytes: -5}},
+		{"MaxFragments", Config{MaxFragments: -2}},
+		{"MaxConnsPerUser", Config{MaxConnsPerUser: -2}},
+		{"HandshakeRate", Config{HandshakeRate: -1}},
+		{"HandshakeBurst", Config{HandshakeBurst: -1}},
 		{"RateLimit.PerSecond", Config{RateLimit: RateLimit{PerSecond: -1}}},
 		{"RateLimit.Policy", Config{RateLimit: RateLimit{Policy: 7}}},
 		{"HandlerWorkers", Config{HandlerWorkers: -1}},
@@ -628,7 +632,27 @@ func TestNewValidation(t *testing.T) {
 	assert.Equal(t, DefaultPath, g.cfg.Path)
 	assert.Equal(t, DefaultIdleTimeout, g.cfg.IdleTimeout)
 	assert.Equal(t, int64(DefaultMaxMessageSize), g.cfg.MaxMessageSize)
+	assert.Equal(t, DefaultMaxFragments, g.cfg.MaxFragments)
+	assert.Equal(t, DefaultMaxConnsPerUser, g.cfg.MaxConnsPerUser)
+	assert.Zero(t, g.cfg.HandshakeRate)
+	assert.Nil(t, g.ips)
 	require.NoError(t, g.Shutdown(context.Background())) // never started
+
+	for _, tc := range []struct {
+		cfg   Config
+		frags int
+	}{
+		{Config{MaxMessageSize: 1 << 20}, 256}, // 4 KiB fragments of a 1 MiB message
+		{Config{MaxMessageSize: -1}, -1},
+		{Config{MaxMessageSize: 1 << 20, MaxFragments: 8}, 8},
+	} {
+		g, err := New(tc.cfg)
+		require.NoError(t, err)
+		assert.Equal(t, tc.frags, g.cfg.MaxFragments)
+	}
+	g, err = New(Config{HandshakeRate: 5})
+	require.NoError(t, err)
+	assert.Equal(t, DefaultHandshakeBurst, g.cfg.HandshakeBurst)
 }
 
 func counterValue(t *testing.T, o *observe.Observer, name string) float64 {

@@ -8,13 +8,11 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/lesismal/nbio/logging"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	logging.SetLevel(logging.LevelNone)
 	// nbio's package-level websocket.DefaultEngine starts two task-pool
 	// goroutines at init; gateways never create task pools (they bring
 	// their own executor), so anything else left running is a leak.

@@ -34,6 +34,12 @@ func TestInlineSuite(t *testing.T) {
 		"ContextCancelled":      TestContextCancelledOnPeerClose,
 		"WriteTimeout4001":      TestWriteTimeout4001,
 		"TLS":                   TestTLS,
+		"RateLimitEveryFrame":   TestRateLimitCountsEveryFrame,
+		"RateDropPings":         TestRateDropPings,
+		"MaxFragments1009":      TestMaxFragments1009,
+		"UnmaskedFrame1002":     TestUnmaskedFrame1002,
+		"FramesSplit":           TestFramesSplitAcrossReads,
+		"PingFloodCapped":       TestPingFloodOutgoingCapped,
 	} {
 		t.Run(name, func(t *testing.T) {
 			testInline = true

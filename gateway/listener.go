@@ -26,9 +26,14 @@ import (
 type listener struct {
 	ln     net.Listener
 	tls    *llibtls.Config // nil: plain TCP
+	spare  spareFD         // owned by the accept goroutine
 	once   sync.Once
 	closed chan struct{}
 	done   chan struct{}
+}
+
+func newListener(ln net.Listener, tlsConfig *llibtls.Config) *listener {
+	return &listener{ln: ln, tls: tlsConfig, closed: make(chan struct{}), done: make(chan struct{})}
 }
 
 func (l *listener) close() {
@@ -38,11 +43,27 @@ func (l *listener) close() {
 	})
 }
 
-// acceptLoop runs until the listener is closed. Accept errors other than a
-// closed listener (EMFILE when out of descriptors, ...) are retried with a
-// backoff of 5ms doubling to 1s, as net/http does.
+// overloadResponse answers a connection the gateway cannot take because the
+// process is out of file descriptors. It fits any socket's send buffer.
+var overloadResponse = []byte("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n" +
+	"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n\r\nService Unavailable\n")
+
+// acceptLoop runs until the listener is closed.
+//
+// Every accepted connection gets an HTTP response. When the process runs
+// out of file descriptors (EMFILE, ENFILE), accept fails and leaves the
+// connection in the kernel's queue, where it would wait without an answer
+// until descriptors free up (clients time out), and an accepted connection
+// cannot be handed to nbio, which needs a second descriptor (see addConn).
+// The loop keeps one spare descriptor for this: it closes it, accepts the
+// waiting connection, answers 503 and closes it, then takes the spare
+// back (the libev/nginx technique), so a burst beyond the descriptor limit
+// is refused quickly instead of hanging. Other accept errors are retried
+// with a backoff of 5ms doubling to 1s, as net/http does.
 func (g *Gateway) acceptLoop(l *listener) {
 	defer close(l.done)
+	l.spare = openSpareFD()
+	defer l.spare.close()
 	var backoff time.Duration
 	for {
 		tc, err := l.ln.Accept()
@@ -54,6 +75,10 @@ func (g *Gateway) acceptLoop(l *listener) {
 			}
 			if errors.Is(err, net.ErrClosed) {
 				return
+			}
+			if outOfFDs(err) && l.spare.release() {
+				g.rejectOverload(l, err)
+				continue
 			}
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 			g.cfg.Observer.Logger().Warn("gateway: accept failed", "err", err, "retry_in", backoff)
@@ -67,18 +92,49 @@ func (g *Gateway) acceptLoop(l *listener) {
 			continue
 		}
 		backoff = 0
-		g.addConn(tc, l.tls)
+		g.addConn(l, tc)
 	}
+}
+
+// rejectOverload accepts the connection waiting behind an accept that
+// failed for lack of descriptors, using the spare one, and answers it 503.
+func (g *Gateway) rejectOverload(l *listener, acceptErr error) {
+	defer l.spare.reopen()
+	tc, err := l.ln.Accept()
+	if err != nil {
+		return
+	}
+	g.refuseConn(l, tc, acceptErr)
+}
+
+// refuseConn answers 503 on a connection the gateway cannot take and closes it.
+// Over TLS it only closes: no handshake has taken place.
+func (g *Gateway) refuseConn(l *listener, tc net.Conn, cause error) {
+	reason := "accept"
+	if outOfFDs(cause) {
+		reason = "fd_limit"
+	}
+	if g.m != nil {
+		g.m.rejected.WithLabelValues(reason).Inc()
+	}
+	g.cfg.Observer.Logger().Warn("gateway: connection refused with 503", "reason", reason, "err", cause)
+	if l.tls == nil {
+		_ = tc.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = tc.Write(overloadResponse)
+	}
+	_ = tc.Close()
 }
 
 // addConn hands an accepted TCP connection to nbhttp, which arms the
 // handshake deadline and starts reading the request on a poller.
-func (g *Gateway) addConn(tc net.Conn, tlsConfig *llibtls.Config) {
+func (g *Gateway) addConn(l *listener, tc net.Conn) {
 	nbc, err := nbio.NBConn(tc) // duplicates the descriptor and closes tc
 	if err != nil {
-		_ = tc.Close()
+		// Out of descriptors for the duplicate: answer on the original.
+		g.refuseConn(l, tc, err)
 		return
 	}
+	tlsConfig := l.tls
 	g.settling.begin(nbc)
 	hc := &nbhttp.Conn{Conn: nbc}
 	if tlsConfig != nil {

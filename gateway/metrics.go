@@ -43,7 +43,7 @@ func newMetrics(o *observe.Observer, g *Gateway) *metrics {
 		handshake: o.Histogram(subsystem, "handshake_seconds", "Time from request to upgraded and opened connection.", nil).WithLabelValues(),
 		broadcast: o.Histogram(subsystem, "broadcast_seconds", "Duration of Broadcast calls.", nil).WithLabelValues(),
 	}
-	rl := o.Counter(subsystem, "rate_limited_total", "Messages over the per-connection rate limit by action.", "action")
+	rl := o.Counter(subsystem, "rate_limited_total", "Frames over the per-connection rate limit by action (close: connections closed, drop: frames dropped).", "action")
 	m.rateClose = rl.WithLabelValues("close")
 	m.rateDrop = rl.WithLabelValues("drop")
 	m.closeByCode = map[int]prometheus.Counter{}

@@ -81,7 +81,7 @@ func (g *Gateway) broadcastAll(pm *PreparedMessage) (sent int) {
 			if c.state.Load() != stateOpen {
 				continue
 			}
-			switch c.write(pm.frame, false) {
+			switch c.write(pm.frame, true) {
 			case nil:
 				sent++
 			case errSlow:

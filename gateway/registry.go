@@ -27,7 +27,11 @@ type idShard struct {
 type userShard struct {
 	mu sync.RWMutex
 	m  map[string][]*Conn
-	_  [40]byte
+	// slots counts, per user, the connections holding a
+	// Config.MaxConnsPerUser slot: open ones and handshakes between
+	// Authenticate and the upgrade.
+	slots map[string]int
+	_     [32]byte
 }
 
 func newRegistry() *registry {
@@ -35,6 +39,7 @@ func newRegistry() *registry {
 	for i := range r.ids {
 		r.ids[i].m = map[uint64]*Conn{}
 		r.users[i].m = map[string][]*Conn{}
+		r.users[i].slots = map[string]int{}
 	}
 	return r
 }
@@ -113,6 +118,31 @@ func (r *registry) remove(c *Conn) bool {
 	r.roleCounter(c.ident.Role).Add(-1)
 	r.n.Add(-1)
 	return true
+}
+
+// reserveUser takes one of userID's max connection slots; it reports
+// false when all are taken.
+func (r *registry) reserveUser(userID string, max int) bool {
+	u := &r.users[userShardOf(userID)]
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.slots[userID] >= max {
+		return false
+	}
+	u.slots[userID]++
+	return true
+}
+
+// releaseUser gives back a slot taken by reserveUser.
+func (r *registry) releaseUser(userID string) {
+	u := &r.users[userShardOf(userID)]
+	u.mu.Lock()
+	if n := u.slots[userID]; n > 1 {
+		u.slots[userID] = n - 1
+	} else {
+		delete(u.slots, userID)
+	}
+	u.mu.Unlock()
 }
 
 func (r *registry) get(id uint64) (*Conn, bool) {

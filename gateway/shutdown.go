@@ -76,6 +76,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		g.release(c, nil, err == nil)
 		return true
 	})
+	nbioLogs.pop(g.logRoute)
 	g.state.Store(gwStopped)
 	return err
 }

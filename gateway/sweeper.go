@@ -27,6 +27,9 @@ func (g *Gateway) sweep(now time.Time) {
 	idle := int64(g.cfg.IdleTimeout)
 	ping := int64(g.cfg.PingInterval)
 	wto := int64(g.cfg.WriteTimeout)
+	if g.ips != nil {
+		g.ips.evictIdle(nowN)
+	}
 	g.reg.rangeAll(func(c *Conn) bool {
 		if c.state.Load() != stateOpen {
 			return true
@@ -38,7 +41,9 @@ func (g *Gateway) sweep(now time.Time) {
 			c.closeWith(CloseIdleTimeout, "idle timeout", false)
 		case silent >= ping && nowN-c.lastPing.Load() >= ping:
 			c.lastPing.Store(nowN)
-			_ = c.write(g.pingFrame, true)
+			if c.write(g.pingFrame, false) == errSlow {
+				c.fail(CloseSlowConsumer, "slow consumer")
+			}
 		}
 		return true
 	})
