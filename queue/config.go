@@ -11,21 +11,26 @@ import (
 // Action is what a Queue does with an item whose deadline has passed before it
 // was handed out. Actions are decided before the item runs and are counted per
 // tier (Stats, and the deadline_actions_total metric).
+//
+// The zero value is Escalate: a tier that does not say otherwise never
+// removes a waiting item on its own. (Before 2026-12 the zero value was Drop;
+// see the package documentation.)
 type Action uint8
 
 const (
-	// Drop removes the expired item and reports it through Config.OnDrop.
-	// It is the zero value and the default for custom tiers.
-	Drop Action = iota
 	// Escalate calls Config.OnEscalate once and keeps the item: it is handed
 	// out with Item.Escalated set, so the consumer can send a degraded reply
 	// (the whitepaper's P0 behaviour) or, in a waiting room, alert a supervisor
-	// while the customer keeps their place.
-	Escalate
+	// while the customer keeps their place. It is the zero value and the
+	// default for custom tiers.
+	Escalate Action = iota
 	// RetryOnce gives the item one fresh deadline (now + MaxWait, re-sorted in
-	// its tier by earliest deadline) and sets Item.Retried; a second expiry
-	// drops it.
+	// its tier by earliest deadline), sets Item.Retried and calls
+	// Config.OnRetry; a second expiry drops it.
 	RetryOnce
+	// Drop removes the expired item and reports it through Config.OnDrop.
+	// Only tiers that ask for it drop: no default does.
+	Drop
 )
 
 // String returns "drop", "escalate" or "retry".
@@ -54,20 +59,51 @@ type TierConfig struct {
 	// Quota is the tier's weight in the cross-tier scheduler: under
 	// saturation the tier receives Quota/ΣQuota of the pops. Default 1.
 	Quota int
-	// OnDeadline is the action for items that expire. Default Drop.
+	// OnDeadline is the action for items that expire. Default Escalate (the
+	// zero value): nothing is dropped unless the tier asks for Drop.
 	OnDeadline Action
 }
 
-// DefaultTiers returns the whitepaper's three tiers: P0 (VIP, 50 ms,
-// Escalate), P1 (premium, 300 ms, RetryOnce) and P2 (standard, 1.5 s, Drop)
-// with quotas 40/40/20 and capacity 4096 each. The slice is fresh; callers may
-// modify it (a waiting room typically raises MaxWait to minutes).
+// DefaultTiers returns the tiers a zero Config uses: a waiting room that is
+// safe for customers. P0 (VIP) may wait 2 minutes, P1 (premium) 5 minutes
+// and P2 (standard) 15 minutes before their deadline, and every tier
+// Escalates — OnEscalate fires and the customer keeps their place, flagged
+// late — rather than dropping anyone. Quotas are 40/40/20 and capacity 4096
+// per tier. The slice is fresh; callers may modify it.
+//
+// Until 2026-12 DefaultTiers returned the whitepaper's task-queue tiers
+// (50 ms / 300 ms / 1.5 s with Drop on P2), which silently dropped standard
+// customers after 1.5 s; those are now TaskQueueTiers.
 func DefaultTiers() []TierConfig {
+	return []TierConfig{
+		{Name: "P0", MaxWait: 2 * time.Minute, Capacity: DefaultCapacity, Quota: 40, OnDeadline: Escalate},
+		{Name: "P1", MaxWait: 5 * time.Minute, Capacity: DefaultCapacity, Quota: 40, OnDeadline: Escalate},
+		{Name: "P2", MaxWait: 15 * time.Minute, Capacity: DefaultCapacity, Quota: 20, OnDeadline: Escalate},
+	}
+}
+
+// TaskQueueTiers returns the whitepaper's three task-queue tiers, for a Queue
+// that feeds a Pool of short tasks rather than a waiting room: P0 (50 ms,
+// Escalate), P1 (300 ms, RetryOnce) and P2 (1.5 s, Drop) with quotas
+// 40/40/20 and capacity 4096 each. P2 items are dropped 1.5 s after they
+// were pushed and P1 items after their second expiry: never use these tiers
+// for customers. The slice is fresh; callers may modify it.
+func TaskQueueTiers() []TierConfig {
 	return []TierConfig{
 		{Name: "P0", MaxWait: 50 * time.Millisecond, Capacity: DefaultCapacity, Quota: 40, OnDeadline: Escalate},
 		{Name: "P1", MaxWait: 300 * time.Millisecond, Capacity: DefaultCapacity, Quota: 40, OnDeadline: RetryOnce},
 		{Name: "P2", MaxWait: 1500 * time.Millisecond, Capacity: DefaultCapacity, Quota: 20, OnDeadline: Drop},
 	}
+}
+
+// WaitingRoom returns the preset Config of a support waiting room: Name
+// "waiting_room", DefaultTiers (2 / 5 / 15 minutes, Escalate on every tier,
+// nobody dropped) and EagerDeadlines on, so OnEscalate fires at each
+// deadline even while no agent is free to pop. Set the callbacks
+// (OnEscalate, OnPosition, …) and Observer on the result, and adjust the
+// tiers' MaxWait to the host's SLA.
+func WaitingRoom[T any]() Config[T] {
+	return Config[T]{Name: "waiting_room", Tiers: DefaultTiers(), EagerDeadlines: true}
 }
 
 // Defaults used when the corresponding Config fields are zero.
@@ -79,20 +115,22 @@ const (
 	MaxTiers = 64
 )
 
-// Config configures a Queue. The zero value is valid and yields the
-// whitepaper's defaults (DefaultTiers, system clock, 1 s position debounce).
-type Config struct {
+// Config configures a Queue of T. The zero value is valid and yields a
+// lazy waiting room that drops nobody (DefaultTiers, 1 s position debounce);
+// WaitingRoom adds eager deadlines, TaskQueueTiers gives the whitepaper's
+// task-queue tiers. Deadlines and debounce follow the time package's clock
+// (in tests, the testing/synctest bubble's fake clock).
+type Config[T any] struct {
 	// Name labels this queue's metrics ("queue" label). Default "default".
 	Name string
 	// Tiers lists the tiers, most important first. Default DefaultTiers().
 	Tiers []TierConfig
-	// Clock is the time source. Default: the system clock.
-	Clock Clock
 	// EagerDeadlines applies deadline actions by a timer at each deadline,
 	// even when nobody pops (what a waiting room wants: escalate a customer
 	// who waited too long while all agents are busy). When false (default)
 	// actions are applied lazily, when an expired item reaches the front of a
-	// Pop, which costs no timer on the hot path.
+	// Pop (or Match), which costs no timer on the hot path. Default false;
+	// WaitingRoom sets it.
 	EagerDeadlines bool
 	// PositionDebounce is the minimum interval between two OnPosition calls.
 	// Default 1 s.
@@ -104,11 +142,17 @@ type Config struct {
 	OnPosition func([]PositionUpdate)
 	// OnEscalate is called once per item whose tier's action is Escalate when
 	// its deadline passes. It runs outside the queue's lock, on the goroutine
-	// that detected the expiry (a Pop caller or the deadline timer).
-	OnEscalate func(Item[any])
+	// that detected the expiry (a Pop, TryPop or Match caller, or the
+	// deadline timer), and may call the Queue.
+	OnEscalate func(Item[T])
 	// OnDrop is called for every item dropped because of its deadline (Drop,
 	// or the second expiry of RetryOnce). Same goroutine rules as OnEscalate.
-	OnDrop func(Item[any])
+	OnDrop func(Item[T])
+	// OnRetry is called for every item whose tier's action is RetryOnce when
+	// its first deadline passes and it gets a fresh one (Item.Deadline is the
+	// new deadline, Item.Retried is true), so a host that persists its
+	// waiting room can record it. Same goroutine rules as OnEscalate.
+	OnRetry func(Item[T])
 	// ServiceWindow is how many recent service times EstimatedWait averages.
 	// Default 100 (the "last 100 conversations" rule).
 	ServiceWindow int
@@ -118,7 +162,7 @@ type Config struct {
 
 // normalized returns a copy of cfg with defaults filled in, or an error naming
 // the invalid field.
-func (cfg Config) normalized() (Config, error) {
+func (cfg Config[T]) normalized() (Config[T], error) {
 	if cfg.Name == "" {
 		cfg.Name = "default"
 	}
@@ -150,12 +194,9 @@ func (cfg Config) normalized() (Config, error) {
 		if t.Quota < 0 || t.Quota > 1<<16 {
 			return cfg, fmt.Errorf("%w: Tiers[%d].Quota must be in 1..65536, got %d", ErrInvalidConfig, i, t.Quota)
 		}
-		if t.OnDeadline > RetryOnce {
+		if t.OnDeadline > Drop {
 			return cfg, fmt.Errorf("%w: Tiers[%d].OnDeadline %v is unknown", ErrInvalidConfig, i, t.OnDeadline)
 		}
-	}
-	if cfg.Clock == nil {
-		cfg.Clock = systemClock{}
 	}
 	if cfg.PositionDebounce == 0 {
 		cfg.PositionDebounce = DefaultPositionDebounce

@@ -2,13 +2,29 @@
 // the whitepaper's replacement for RabbitMQ, and the waiting room in which
 // conversations wait for an agent.
 //
+// # Changed defaults (2026-12): nobody is dropped unless a tier asks for it
+//
+// The zero Config used to mean the whitepaper's task-queue tiers — 50 ms,
+// 300 ms and 1.5 s of MaxWait with Drop on P2 and RetryOnce (then Drop) on
+// P1 — so a waiting room built on the defaults silently dropped standard
+// customers after 1.5 s. Now:
+//
+//   - DefaultTiers, used by the zero Config, is a waiting room: 2, 5 and 15
+//     minutes, Escalate on every tier, quotas 40/40/20.
+//   - The zero Action is Escalate (it was Drop), so a TierConfig that does
+//     not set OnDeadline keeps its items and reports them late.
+//   - WaitingRoom returns the recommended waiting-room Config: DefaultTiers
+//     with EagerDeadlines on, so OnEscalate fires at the deadline even while
+//     no agent is free (with lazy deadlines, escalations wait for a pop).
+//   - TaskQueueTiers returns the old whitepaper tiers for queues of short
+//     tasks that want them, Drop included.
+//
 // # Model
 //
-// A Queue has N priority tiers (default three: P0 VIP, P1 premium, P2
+// A Queue has N priority tiers (three by default: P0 VIP, P1 premium, P2
 // standard). Each tier has a capacity — Push never blocks and returns ErrFull
 // beyond it, PushWait waits for room — and a maximum wait: an item's deadline
-// is its push time plus the tier's MaxWait (whitepaper defaults 50 ms,
-// 300 ms, 1.5 s; a waiting room uses minutes).
+// is its push time plus the tier's MaxWait.
 //
 // Within a tier items leave earliest deadline first. Across tiers a stride
 // scheduler shares the pops by Quota (default 40/40/20) whenever several
@@ -18,27 +34,90 @@
 // new P0 item is handed out next even while P2 is flooded.
 //
 // Deadline actions are decided before an item is handed out (lazily at Pop,
-// or by a timer at the deadline with Config.EagerDeadlines): Escalate calls
-// OnEscalate and keeps the item (handed out with Item.Escalated, for a
-// degraded reply); RetryOnce gives one fresh deadline; Drop removes the item
-// and calls OnDrop. Each action is counted per tier.
+// TryPop or Match, or by a timer at the deadline with Config.EagerDeadlines):
+// Escalate calls OnEscalate and keeps the item (handed out with
+// Item.Escalated, for a degraded reply or a supervisor alert); RetryOnce
+// gives one fresh deadline and calls OnRetry; Drop removes the item and calls
+// OnDrop. Each action is counted per tier. The callbacks receive the typed
+// Item[T], outside the queue's lock.
 //
 // Position(id) reports how many items will be handed out before an item —
 // overall, taking the quotas into account, and within its tier — in O(tiers)
 // time; EstimatedWait(id) turns that into a duration from a moving average of
 // service times and the number of workers. OnPosition delivers the changed
 // positions of all identified items, debounced (default 1 s), so a waiting
-// room can tell customers "you are #3, about 2 minutes".
+// room can tell customers "you are #3, about 2 minutes". Positions count the
+// order in which TryPop would hand items out; with Match an item of a class
+// nobody can serve may be overtaken.
 //
-// A support server pops the best waiting conversation with TryPop when an
-// agent frees up and, if nobody can take it, or the agent disconnects, puts it
-// back with Requeue: it keeps its enqueue time and deadline and regains its
-// original place at the front of its tier.
+// # Matching
+//
+// A waiting room must not hand out the best waiting conversation but the
+// first one, in queue order, that some free agent can take: popping the head
+// and putting it back when nobody has its skills blocks everyone behind it
+// (head-of-line blocking), and popping everything to find a fit costs
+// O(queue) per freed agent and hides the popped items from Position and
+// Cancel meanwhile. Match does it in place: items carry a Class (PushClass;
+// typically router.Request.Class, the canonical required-skill set), each
+// (tier, class) is indexed, and Match offers the host's claim callback the
+// head of each class in the queue's own order (tiers by quota, deadlines
+// within a tier). The callback claims what the item needs and answers Take,
+// or Skip (this item only), SkipClass (the whole class, in every tier, for
+// the rest of the call) or Stop. A Match therefore costs at most
+// O(tiers × classes) callbacks plus one per skipped item, allocates nothing,
+// and removes only the item that was taken; the others never leave the
+// queue. The callback runs without the queue's lock and may call the queue
+// (not Match); if the item was cancelled or dropped while it ran, Match
+// returns ErrClaimLost with the item so the host can undo the claim.
+//
+// With package router the glue, run on every router.CapacityEvent, is below.
+// CanServe(router.Request{}) — is any agent free at all — ends the loop
+// without a walk once the freed capacity is used up:
+//
+//	for asg.CanServe(router.Request{}) {
+//		it, err := room.Match(func(it queue.Item[Conv]) queue.Verdict {
+//			c := it.Value
+//			if !asg.CanServe(router.Request{RequiredSkills: c.Skills, Team: c.Team}) {
+//				return queue.SkipClass // nobody free has these skills
+//			}
+//			if _, err := asg.Offer(c.Request()); err != nil {
+//				return queue.Skip // e.g. its only agents are excluded for it
+//			}
+//			return queue.Take
+//		})
+//		if errors.Is(err, queue.ErrClaimLost) {
+//			_ = asg.Release(it.Value.ID) // the customer left meanwhile
+//			continue
+//		}
+//		if err != nil {
+//			break // ErrNoMatch: nobody can take anything now
+//		}
+//		// it is offered; announce it
+//	}
+//
+// A conversation whose offer is declined or expires goes back with Requeue:
+// it keeps its enqueue time, deadline and class and regains its original
+// place at the front of its tier.
 //
 // Pool runs a Queue's items on a fixed set of workers. Each task receives a
 // context carrying its deadline; panics are recovered and counted;
 // Shutdown(ctx) stops intake, drains, or reports what was abandoned. Steady
-// state Push, Pop and a Pool task allocate nothing.
+// state Push, Pop, Match and a Pool task allocate nothing.
+//
+// # Glossary
+//
+//   - hand out: an item leaves the queue for a consumer (Pop, TryPop, Match
+//     or a Pool worker); counted in Stats.Popped.
+//   - class: Item.Class, the key of what an item needs from whoever takes
+//     it; items of one class are interchangeable for matching.
+//   - claim: what Match's callback does before answering Take — secure the
+//     item's taker (with router, an atomic Offer or Assign). The queue only
+//     removes the item; undoing a claim whose item was lost is the host's.
+//   - offer, assign: router's two ways to claim an agent for a conversation
+//     (reserve a slot until the agent accepts, or take it at once). The
+//     queue does not know them; see package router.
+//   - abandoned: an item that left without being handed out (Cancel, a Drop
+//     deadline action, or Pool.Shutdown giving up); Stats.Abandoned.
 //
 // # Errors
 //
@@ -47,6 +126,9 @@
 //     empty (Pop).
 //   - ErrDuplicateID: an item with that ID is already waiting.
 //   - ErrInvalidTier: tier index out of range.
+//   - ErrNoMatch: Match took nothing.
+//   - ErrClaimLost: Match's claim took an item that left the queue
+//     meanwhile; undo the claim.
 //   - ErrInvalidConfig: wrapped by New and NewPool, naming the bad field.
 //
 // # Metrics
@@ -54,10 +136,18 @@
 // With Config.Observer / PoolConfig.Observer set (nil costs nothing):
 //
 //   - switchboard_queue_depth{queue,tier}: items waiting.
-//   - switchboard_queue_wait_seconds{queue,tier}: push to hand-out.
+//   - switchboard_queue_wait_seconds{queue,tier}: push to hand-out (Pop,
+//     TryPop, Match, Pool).
 //   - switchboard_queue_deadline_actions_total{queue,tier,action}: action is
 //     escalate, retry or drop.
 //   - switchboard_queue_tasks_run_total{queue,result}: result ok, error, panic.
 //   - switchboard_queue_panics_total{queue}: panics recovered in Run.
 //   - switchboard_queue_workers_busy{queue}: workers running a task.
+//
+// # Testing
+//
+// The Queue reads time only through package time (monotonic readings and
+// time.AfterFunc), so tests of deadlines, the position debounce and Pool
+// service times run under testing/synctest: a bubble's fake clock drives
+// them, with no Clock to inject.
 package queue

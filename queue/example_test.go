@@ -10,7 +10,7 @@ import (
 
 // A worker pool over the whitepaper's three tiers.
 func ExampleNewPool() {
-	q, err := queue.New[string](queue.Config{})
+	q, err := queue.New(queue.Config[string]{})
 	if err != nil {
 		panic(err)
 	}
@@ -46,7 +46,7 @@ func ExampleQueue_Position() {
 	for i := range tiers {
 		tiers[i].MaxWait = 10 * time.Minute
 	}
-	room, err := queue.New[string](queue.Config{Tiers: tiers})
+	room, err := queue.New(queue.Config[string]{Tiers: tiers})
 	if err != nil {
 		panic(err)
 	}
@@ -75,4 +75,49 @@ func ExampleQueue_Position() {
 	// offered: conv-3
 	// offered again: conv-3
 	// conv-4 now: 1
+}
+
+// Hand a freed agent the first waiting conversation it can take, in queue
+// order, without head-of-line blocking: a VIP who needs a skill nobody free
+// has keeps their place (and their Position) while a standard billing
+// customer gets the idle billing agent. The claim callback stands in for
+// router.Assigner: in a real host it calls Assigner.CanServe for the class
+// and Assigner.Offer for the item, and answers Take when the offer is made.
+func ExampleQueue_Match() {
+	room, err := queue.New(queue.WaitingRoom[string]())
+	if err != nil {
+		panic(err)
+	}
+	defer room.Close()
+	// The class is the canonical set of required skills
+	// (router.Request.Class).
+	_ = room.PushClass("conv-1", 0, "japanese", "vip needing japanese")
+	_ = room.PushClass("conv-2", 1, "japanese", "premium needing japanese")
+	_ = room.PushClass("conv-3", 2, "billing", "standard billing question")
+	_ = room.PushClass("conv-4", 2, "billing", "another billing question")
+
+	freeSlots := map[string]int{"billing": 1} // one billing agent is idle
+	claim := func(it queue.Item[string]) queue.Verdict {
+		fmt.Println("  considering", it.ID)
+		if freeSlots[it.Class] == 0 {
+			return queue.SkipClass // nobody for "japanese": skip conv-2 too
+		}
+		freeSlots[it.Class]-- // the atomic claim (router: Offer or Assign)
+		return queue.Take
+	}
+
+	it, err := room.Match(claim)
+	fmt.Println("matched:", it.ID, err)
+	pos, _ := room.Position("conv-1")
+	fmt.Println("conv-1 still first:", pos.Overall == 0)
+	_, err = room.Match(claim)
+	fmt.Println("next:", err)
+	// Output:
+	//   considering conv-1
+	//   considering conv-3
+	// matched: conv-3 <nil>
+	// conv-1 still first: true
+	//   considering conv-1
+	//   considering conv-4
+	// next: queue: no match
 }

@@ -9,7 +9,7 @@ type queueMetrics struct {
 	actions [][3]prometheus.Counter
 }
 
-func newQueueMetrics(cfg Config) *queueMetrics {
+func newQueueMetrics[T any](cfg Config[T]) *queueMetrics {
 	o := cfg.Observer
 	if o == nil {
 		return nil

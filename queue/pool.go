@@ -15,7 +15,7 @@ import (
 // Each task's context carries a deadline: start + PoolConfig.TaskTimeout when
 // set, otherwise the item's deadline, or — for an item handed out late
 // (Item.Escalated) — start + its tier's MaxWait, so a degraded reply still has
-// time. Contexts follow wall-clock time even with a fake Clock. A task must
+// time. A task must
 // not use its context after Run returns (like an http.Request's): contexts
 // that were never asked for Done() are recycled for the next task, so that
 // running a task allocates nothing.
@@ -24,8 +24,8 @@ import (
 // keeps going. Idle workers park on the queue without spinning. Service times
 // are reported to the Queue for EstimatedWait.
 //
-// A worker that has been handed tasks back to back for yieldEvery (500 µs of
-// the Queue's clock) without parking yields its P (runtime.Gosched) before
+// A worker that has been handed tasks back to back for yieldEvery (500 µs)
+// without parking yields its P (runtime.Gosched) before
 // taking the next one. Go only preempts a goroutine after 10 ms, and due
 // timers and network readiness are only looked at when a P schedules, so
 // without this a saturated pool with one worker per P starves the producers
@@ -116,7 +116,8 @@ func (p *Pool[T]) Start() {
 // contexts of running tasks, and returns every item still waiting as
 // abandoned together with ctx.Err(); workers then exit as soon as their
 // current task returns (Done reports when). Items not in abandoned were, or
-// are being, handed to Run. Shutdown before Start abandons everything.
+// are being, handed to Run; abandoned items are counted in Stats.Abandoned.
+// Shutdown before Start abandons everything.
 // Calling it again waits again.
 func (p *Pool[T]) Shutdown(ctx context.Context) (abandoned []Item[T], err error) {
 	p.mu.Lock()
@@ -157,7 +158,7 @@ func (p *Pool[T]) Stats() PoolStats {
 func (p *Pool[T]) worker() {
 	defer p.exit()
 	w := &waiter{ch: make(chan struct{}, 1)}
-	tc := &taskCtx{parent: p.base, clock: p.q.clock}
+	tc := &taskCtx{parent: p.base}
 	// since is when the current run of back-to-back tasks began; parks is
 	// w.parks when we last looked, to notice that pop parked (and so let the
 	// scheduler run everything else) in between.
@@ -179,13 +180,13 @@ func (p *Pool[T]) worker() {
 		start = s
 		p.run(tc, it, start)
 		if !tc.finish() {
-			tc = &taskCtx{parent: p.base, clock: p.q.clock}
+			tc = &taskCtx{parent: p.base}
 		}
 	}
 }
 
-// yieldEvery is how long a worker takes tasks back to back (by the Queue's
-// clock) before it yields its P; see Pool.
+// yieldEvery is how long a worker takes tasks back to back before it yields
+// its P; see Pool.
 const yieldEvery = int64(500 * time.Microsecond)
 
 func (p *Pool[T]) exit() {

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -16,7 +17,7 @@ import (
 )
 
 func TestNewPoolValidation(t *testing.T) {
-	q, err := New[int](Config{})
+	q, err := New(Config[int]{})
 	require.NoError(t, err)
 	run := func(context.Context, Item[int]) error { return nil }
 	_, err = NewPool[int](nil, PoolConfig[int]{Run: run})
@@ -32,7 +33,7 @@ func TestNewPoolValidation(t *testing.T) {
 func TestPoolRunsEverythingAndDrains(t *testing.T) {
 	obs, err := observe.New(observe.Config{DisableRuntimeCollectors: true})
 	require.NoError(t, err)
-	q, err := New[int](Config{Tiers: tiers(40, 40, 20), Observer: obs, Name: "work"})
+	q, err := New(Config[int]{Tiers: tiers(40, 40, 20), Observer: obs, Name: "work"})
 	require.NoError(t, err)
 	var sum atomic.Int64
 	var noDeadline atomic.Int32
@@ -105,7 +106,7 @@ func labels(m *dto.Metric) string {
 }
 
 func TestPoolRecoversPanics(t *testing.T) {
-	q, err := New[int](Config{Tiers: tiers(1)})
+	q, err := New(Config[int]{Tiers: tiers(1)})
 	require.NoError(t, err)
 	var mu sync.Mutex
 	var recovered []any
@@ -138,7 +139,7 @@ func TestPoolRecoversPanics(t *testing.T) {
 }
 
 func TestPoolTaskContextDeadline(t *testing.T) {
-	q, err := New[int](Config{Tiers: []TierConfig{{MaxWait: time.Hour}}})
+	q, err := New(Config[int]{Tiers: []TierConfig{{MaxWait: time.Hour}}})
 	require.NoError(t, err)
 	type got struct {
 		dl       time.Time
@@ -178,7 +179,7 @@ func TestPoolTaskContextDeadline(t *testing.T) {
 }
 
 func TestPoolShutdownAbandons(t *testing.T) {
-	q, err := New[int](Config{Tiers: tiers(1)})
+	q, err := New(Config[int]{Tiers: tiers(1)})
 	require.NoError(t, err)
 	started := make(chan struct{})
 	ctxErr := make(chan error, 1)
@@ -213,7 +214,7 @@ func TestPoolShutdownAbandons(t *testing.T) {
 }
 
 func TestPoolShutdownBeforeStart(t *testing.T) {
-	q, err := New[int](Config{Tiers: tiers(1)})
+	q, err := New(Config[int]{Tiers: tiers(1)})
 	require.NoError(t, err)
 	p, err := NewPool(q, PoolConfig[int]{Run: func(context.Context, Item[int]) error { return nil }})
 	require.NoError(t, err)
@@ -231,7 +232,7 @@ func TestPoolShutdownBeforeStart(t *testing.T) {
 // Under saturation from a Pool's point of view each tier gets its quota.
 func TestPoolQuotaUnderSaturation(t *testing.T) {
 	quotas := []int{40, 40, 20}
-	q, err := New[int](Config{Tiers: tiers(quotas...)})
+	q, err := New(Config[int]{Tiers: tiers(quotas...)})
 	require.NoError(t, err)
 	const perTier = 3000
 	for ti := range quotas {
@@ -262,41 +263,41 @@ func TestPoolQuotaUnderSaturation(t *testing.T) {
 }
 
 func TestPoolReportsServiceTimes(t *testing.T) {
-	clk := newFakeClock()
-	q, err := New[int](Config{Tiers: tiers(1), Clock: clk})
-	require.NoError(t, err)
-	done := make(chan struct{}, 4)
-	p, err := NewPool(q, PoolConfig[int]{Workers: 2, Run: func(context.Context, Item[int]) error {
-		clk.Advance(10 * time.Second) // the task "takes" 10 s of fake time
-		done <- struct{}{}
-		return nil
-	}})
-	require.NoError(t, err)
-	p.Start()
-	require.NoError(t, q.Push("", 0, 1))
-	<-done
-	require.NoError(t, q.Push("", 0, 2))
-	<-done
-	require.Eventually(t, func() bool {
+	synctest.Test(t, func(t *testing.T) {
+		q, err := New(Config[int]{Tiers: tiers(1)})
+		require.NoError(t, err)
+		done := make(chan struct{}, 4)
+		p, err := NewPool(q, PoolConfig[int]{Workers: 2, Run: func(context.Context, Item[int]) error {
+			time.Sleep(10 * time.Second) // the task takes 10 s of the bubble's time
+			done <- struct{}{}
+			return nil
+		}})
+		require.NoError(t, err)
+		p.Start()
+		require.NoError(t, q.Push("", 0, 1))
+		<-done
+		require.NoError(t, q.Push("", 0, 2))
+		<-done
+		synctest.Wait() // the workers are parked again, their times recorded
 		q.mu.Lock()
-		defer q.mu.Unlock()
-		return q.svcN >= 1
-	}, 5*time.Second, time.Millisecond)
-	require.NoError(t, q.Push("w", 0, 3)) // will be served; estimate taken before
-	_, err = p.Shutdown(context.Background())
-	require.NoError(t, err)
-	q.mu.Lock()
-	mean := q.svcSum / int64(q.svcN)
-	q.mu.Unlock()
-	assert.GreaterOrEqual(t, mean, int64(10*time.Second))
+		require.GreaterOrEqual(t, q.svcN, 1)
+		q.mu.Unlock()
+		require.NoError(t, q.Push("w", 0, 3)) // will be served; estimate taken before
+		_, err = p.Shutdown(context.Background())
+		require.NoError(t, err)
+		q.mu.Lock()
+		mean := q.svcSum / int64(q.svcN)
+		q.mu.Unlock()
+		assert.Equal(t, int64(10*time.Second), mean)
+	})
 }
 
 // TestPoolWorkerYieldsWhenSaturated checks that a worker handed tasks back to
-// back yields its P once per yieldEvery of queue-clock time (so timers and
-// producers are not starved for Go's 10 ms preemption slice), and that one
-// whose tasks are separated by idle parks does not.
+// back yields its P once per yieldEvery (so timers and producers are not
+// starved for Go's 10 ms preemption slice), and that one whose tasks are
+// separated by idle parks does not. Time is the synctest bubble's.
 func TestPoolWorkerYieldsWhenSaturated(t *testing.T) {
-	const step = 100 * time.Microsecond // each task "takes" this much fake time
+	const step = 100 * time.Microsecond // each task takes this much time
 	for _, tc := range []struct {
 		name      string
 		preload   bool
@@ -309,43 +310,42 @@ func TestPoolWorkerYieldsWhenSaturated(t *testing.T) {
 		{name: "idle between tasks", preload: false, minYields: 0, maxYields: 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clk := newFakeClock()
-			q, err := New[int](Config{Tiers: tiers(1), Clock: clk})
-			require.NoError(t, err)
-			done := make(chan struct{}, 64)
-			p, err := NewPool(q, PoolConfig[int]{Workers: 1, Run: func(context.Context, Item[int]) error {
-				clk.Advance(step)
-				done <- struct{}{}
-				return nil
-			}})
-			require.NoError(t, err)
-			const n = 50
-			if tc.preload {
-				for i := range n {
-					require.NoError(t, q.Push("", 0, i))
-				}
-				p.Start()
-				for range n {
-					<-done
-				}
-			} else {
-				p.Start()
-				for i := range n {
-					// Wait until the worker is parked before each push.
-					require.Eventually(t, func() bool {
+			synctest.Test(t, func(t *testing.T) {
+				q, err := New(Config[int]{Tiers: tiers(1)})
+				require.NoError(t, err)
+				done := make(chan struct{}, 64)
+				p, err := NewPool(q, PoolConfig[int]{Workers: 1, Run: func(context.Context, Item[int]) error {
+					time.Sleep(step)
+					done <- struct{}{}
+					return nil
+				}})
+				require.NoError(t, err)
+				const n = 50
+				if tc.preload {
+					for i := range n {
+						require.NoError(t, q.Push("", 0, i))
+					}
+					p.Start()
+					for range n {
+						<-done
+					}
+				} else {
+					p.Start()
+					for i := range n {
+						synctest.Wait() // the worker is parked before each push
 						q.mu.Lock()
-						defer q.mu.Unlock()
-						return len(q.popWaiters) == 1
-					}, 5*time.Second, 50*time.Microsecond)
-					require.NoError(t, q.Push("", 0, i))
-					<-done
+						require.Len(t, q.popWaiters, 1)
+						q.mu.Unlock()
+						require.NoError(t, q.Push("", 0, i))
+						<-done
+					}
 				}
-			}
-			_, err = p.Shutdown(context.Background())
-			require.NoError(t, err)
-			y := p.yields.Load()
-			assert.GreaterOrEqual(t, y, tc.minYields)
-			assert.LessOrEqual(t, y, tc.maxYields)
+				_, err = p.Shutdown(context.Background())
+				require.NoError(t, err)
+				y := p.yields.Load()
+				assert.GreaterOrEqual(t, y, tc.minYields)
+				assert.LessOrEqual(t, y, tc.maxYields)
+			})
 		})
 	}
 }

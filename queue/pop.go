@@ -7,15 +7,15 @@ import (
 )
 
 // event is a deadline action whose callback must run outside the lock.
-type event struct {
+type event[T any] struct {
 	kind Action
-	item Item[any]
+	item Item[T]
 }
 
 type takeResult[T any] struct {
 	item   Item[T]
 	ok     bool
-	ev     event
+	ev     event[T]
 	hasEv  bool
 	wake   *waiter // a PushWait caller to release
 	waitNs int64
@@ -38,7 +38,9 @@ func (q *Queue[T]) takeLocked(now int64) (r takeResult[T]) {
 			if !handOut {
 				if hasEv {
 					r.ev, r.hasEv = ev, true
-					r.wake = q.nextSpaceWaiterLocked(ti)
+					if ev.kind == Drop {
+						r.wake = q.nextSpaceWaiterLocked(ti)
+					}
 					return r
 				}
 				continue
@@ -65,7 +67,7 @@ func (q *Queue[T]) takeLocked(now int64) (r takeResult[T]) {
 
 // expireLocked applies tier ti's deadline action to the expired node idx at
 // rank pos. handOut reports that the node stays (escalated) at its place.
-func (q *Queue[T]) expireLocked(ti, pos int, idx int32, now int64) (ev event, hasEv, handOut bool) {
+func (q *Queue[T]) expireLocked(ti, pos int, idx int32, now int64) (ev event[T], hasEv, handOut bool) {
 	t := &q.tiers[ti]
 	n := &q.nodes[idx]
 	action := t.cfg.OnDeadline
@@ -78,7 +80,7 @@ func (q *Queue[T]) expireLocked(ti, pos int, idx int32, now int64) (ev event, ha
 		t.stats.Escalated++
 		q.m.action(ti, Escalate)
 		if q.cfg.OnEscalate != nil {
-			ev, hasEv = event{kind: Escalate, item: anyItem(q.itemLocked(idx))}, true
+			ev, hasEv = event[T]{kind: Escalate, item: q.itemLocked(idx)}, true
 		}
 		return ev, hasEv, true
 	case RetryOnce:
@@ -93,12 +95,16 @@ func (q *Queue[T]) expireLocked(ti, pos int, idx int32, now int64) (ev event, ha
 			q.armDeadlineLocked(n.dl, now)
 		}
 		q.positionsChangedLocked()
-		return ev, false, false
+		if q.cfg.OnRetry != nil {
+			ev, hasEv = event[T]{kind: RetryOnce, item: q.itemLocked(idx)}, true
+		}
+		return ev, hasEv, false
 	default: // Drop
 		t.stats.Dropped++
+		t.stats.Abandoned++
 		q.m.action(ti, Drop)
 		if q.cfg.OnDrop != nil {
-			ev, hasEv = event{kind: Drop, item: anyItem(q.itemLocked(idx))}, true
+			ev, hasEv = event[T]{kind: Drop, item: q.itemLocked(idx)}, true
 		}
 		q.removeLocked(ti, pos)
 		q.freeLocked(idx)
@@ -107,17 +113,14 @@ func (q *Queue[T]) expireLocked(ti, pos int, idx int32, now int64) (ev event, ha
 	}
 }
 
-func anyItem[T any](it Item[T]) Item[any] {
-	return Item[any]{ID: it.ID, Tier: it.Tier, Value: it.Value, Enqueued: it.Enqueued,
-		Deadline: it.Deadline, Retried: it.Retried, Escalated: it.Escalated, seq: it.seq}
-}
-
-func (q *Queue[T]) dispatch(ev event) {
+func (q *Queue[T]) dispatch(ev event[T]) {
 	switch ev.kind {
 	case Escalate:
 		q.cfg.OnEscalate(ev.item)
 	case Drop:
 		q.cfg.OnDrop(ev.item)
+	case RetryOnce:
+		q.cfg.OnRetry(ev.item)
 	}
 }
 
@@ -149,9 +152,9 @@ func (q *Queue[T]) TryPop() (Item[T], bool) {
 // when ctx is done first, and ErrClosed once the queue is closed and empty.
 // A parked Pop costs no CPU; it allocates nothing in steady state.
 func (q *Queue[T]) Pop(ctx context.Context) (Item[T], error) {
-	w := waiterPool.Get().(*waiter)
+	w := q.waiters.Get().(*waiter)
 	it, _, err := q.pop(ctx, w, 0, nil)
-	waiterPool.Put(w)
+	q.waiters.Put(w)
 	return it, err
 }
 
@@ -240,7 +243,7 @@ func (q *Queue[T]) armDeadlineLocked(at, now int64) {
 	d += time.Nanosecond // fire strictly after the deadline
 	q.dlArmed, q.dlArmedAt = true, at
 	if q.dlTimer == nil {
-		q.dlTimer = q.clock.AfterFunc(d, q.onDeadlineTimer)
+		q.dlTimer = time.AfterFunc(d, q.onDeadlineTimer)
 	} else {
 		q.dlTimer.Reset(d)
 	}
@@ -256,7 +259,7 @@ func (q *Queue[T]) onDeadlineTimer() {
 		return
 	}
 	q.dlArmed = false
-	var evs []event
+	var evs []event[T]
 	var wake []*waiter
 	next := int64(0)
 	for ti := range q.tiers {

@@ -1,5 +1,7 @@
 package queue
 
+import "time"
+
 // positionsChangedLocked notes that positions may have changed and arms the
 // debounce timer when OnPosition is set. Without OnPosition it costs one
 // nil check.
@@ -9,7 +11,7 @@ func (q *Queue[T]) positionsChangedLocked() {
 	}
 	q.posArmed = true
 	if q.posTimer == nil {
-		q.posTimer = q.clock.AfterFunc(q.cfg.PositionDebounce, q.onPositionTimer)
+		q.posTimer = time.AfterFunc(q.cfg.PositionDebounce, q.onPositionTimer)
 	} else {
 		q.posTimer.Reset(q.cfg.PositionDebounce)
 	}

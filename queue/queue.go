@@ -13,12 +13,12 @@ import (
 // tiers have work, and is work-conserving when some are empty. All methods are
 // safe for concurrent use; callbacks never run under the queue's lock.
 //
-// Steady-state Push/Pop allocate nothing: item nodes live in a reusable slab
-// and each tier is a ring buffer of slab indices.
+// Steady-state Push/Pop/Match allocate nothing: item nodes live in a
+// reusable slab, each tier is a ring buffer of slab indices, and each
+// (tier, class) a linked list through the slab.
 type Queue[T any] struct {
 	mu       sync.Mutex
-	cfg      Config
-	clock    Clock
+	cfg      Config[T]
 	nanotime func() int64
 	tiers    []tier
 	nodes    []node[T]
@@ -28,9 +28,21 @@ type Queue[T any] struct {
 	vt       uint64 // virtual time of the last pick (stride scheduler)
 	seq      uint64
 
+	// matching classes (class.go); class 0 is ""
+	classIDs     map[string]int32
+	classNames   []string
+	classRefs    []int32 // waiting items per class, all tiers
+	classFree    []int32
+	matching     bool // a Match is walking the classes
+	sweepClasses bool // classes emptied during that Match
+
+	matchMu sync.Mutex // serialises Match calls and guards ms
+	ms      matchScratch
+
 	closed     bool
 	popWaiters []*waiter
-	waking     int // Pop waiters woken that have not yet retaken the lock
+	waking     int       // Pop waiters woken that have not yet retaken the lock
+	waiters    sync.Pool // *waiter for Pop and PushWait, per queue
 
 	// service-time window for EstimatedWait
 	svc         []int64
@@ -42,11 +54,11 @@ type Queue[T any] struct {
 
 	// position debounce
 	posMu    sync.Mutex // serialises OnPosition calls
-	posTimer Timer
+	posTimer *time.Timer
 	posArmed bool
 
 	// eager deadlines
-	dlTimer   Timer
+	dlTimer   *time.Timer
 	dlArmed   bool
 	dlArmedAt int64
 
@@ -54,17 +66,20 @@ type Queue[T any] struct {
 }
 
 type node[T any] struct {
-	id        string
-	v         T
-	enq, dl   int64
-	seq       uint64
-	abs       uint64
-	tier      uint8
-	retried   bool
-	escalated bool
-	sent      bool // an OnPosition update was delivered for this node
-	lastPos   Position
-	lastWait  time.Duration
+	id           string
+	v            T
+	enq, dl      int64
+	seq          uint64
+	abs          uint64
+	class        int32
+	cprev, cnext int32  // class list links (class.go)
+	gen          uint32 // bumped when the slot is freed (Match's claim check)
+	tier         uint8
+	retried      bool
+	escalated    bool
+	sent         bool // an OnPosition update was delivered for this node
+	lastPos      Position
+	lastWait     time.Duration
 }
 
 // waiter parks one blocked Pop or PushWait caller.
@@ -75,17 +90,21 @@ type waiter struct {
 	parks  uint32 // times a Pop parked on ch (written by its owner only)
 }
 
-var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1)} }}
+func newWaiter() any { return &waiter{ch: make(chan struct{}, 1)} }
 
 // New returns an empty Queue configured by cfg, or an error wrapping
 // ErrInvalidConfig that names the bad field. It starts no goroutine; timers
 // are armed only when EagerDeadlines or OnPosition are set.
-func New[T any](cfg Config) (*Queue[T], error) {
+func New[T any](cfg Config[T]) (*Queue[T], error) {
 	c, err := cfg.normalized()
 	if err != nil {
 		return nil, err
 	}
-	q := &Queue[T]{cfg: c, clock: c.Clock, nanotime: nanoClock(c.Clock), ids: make(map[string]int32), svc: make([]int64, c.ServiceWindow)}
+	q := &Queue[T]{cfg: c, nanotime: nanoClock(), ids: make(map[string]int32), svc: make([]int64, c.ServiceWindow)}
+	q.waiters.New = newWaiter
+	q.classIDs = map[string]int32{"": 0}
+	q.classNames = []string{""}
+	q.classRefs = []int32{0}
 	q.tiers = make([]tier, len(c.Tiers))
 	strides := strides(c.Tiers)
 	for i, tc := range c.Tiers {
@@ -95,20 +114,38 @@ func New[T any](cfg Config) (*Queue[T], error) {
 	return q, nil
 }
 
+// nanoClock returns a function reading Unix nanoseconds from the monotonic
+// clock only (one vDSO read instead of two, immune to wall-clock steps),
+// anchored to the wall time at construction. Inside a testing/synctest
+// bubble it follows the bubble's fake clock.
+func nanoClock() func() int64 {
+	base := time.Now()
+	baseNs := base.UnixNano()
+	return func() int64 { return baseNs + int64(time.Since(base)) }
+}
+
 // Tiers returns a copy of the effective tier configuration (defaults filled).
 func (q *Queue[T]) Tiers() []TierConfig { return append([]TierConfig(nil), q.cfg.Tiers...) }
 
-// Push adds v to tier with the given id ("" = anonymous). It never blocks:
-// it returns ErrFull when the tier is at capacity, ErrDuplicateID when id is
-// already waiting, ErrInvalidTier or ErrClosed. The item's deadline is now +
-// the tier's MaxWait.
+// Push adds v to tier with the given id ("" = anonymous) and class "". It
+// never blocks: it returns ErrFull when the tier is at capacity,
+// ErrDuplicateID when id is already waiting, ErrInvalidTier or ErrClosed.
+// The item's deadline is now + the tier's MaxWait.
 func (q *Queue[T]) Push(id string, tier int, v T) error {
+	return q.PushClass(id, tier, "", v)
+}
+
+// PushClass is Push for an item of matching class class (see Item.Class and
+// Match). Classes need no declaration; the first item of a class allocates
+// a few words per tier, and a class is forgotten when its last item leaves.
+// Pushing an item of a class that already has items allocates nothing.
+func (q *Queue[T]) PushClass(id string, tier int, class string, v T) error {
 	if uint(tier) >= uint(len(q.tiers)) {
 		return fmt.Errorf("%w: %d", ErrInvalidTier, tier)
 	}
 	now := q.nanotime()
 	q.mu.Lock()
-	w, err := q.pushLocked(id, tier, v, now)
+	w, err := q.pushLocked(id, tier, class, v, now)
 	q.mu.Unlock()
 	w.wake()
 	return err
@@ -123,20 +160,20 @@ func (q *Queue[T]) PushWait(ctx context.Context, id string, tier int, v T) error
 	var sw *waiter
 	defer func() {
 		if sw != nil {
-			waiterPool.Put(sw)
+			q.waiters.Put(sw)
 		}
 	}()
 	for {
 		now := q.nanotime()
 		q.mu.Lock()
-		w, err := q.pushLocked(id, tier, v, now)
+		w, err := q.pushLocked(id, tier, "", v, now)
 		if err != ErrFull {
 			q.mu.Unlock()
 			w.wake()
 			return err
 		}
 		if sw == nil {
-			sw = waiterPool.Get().(*waiter)
+			sw = q.waiters.Get().(*waiter)
 		}
 		t := &q.tiers[tier]
 		sw.queued = true
@@ -166,7 +203,7 @@ func (q *Queue[T]) PushWait(ctx context.Context, id string, tier int, v T) error
 }
 
 // pushLocked inserts one item. It returns a waiter to wake after unlocking.
-func (q *Queue[T]) pushLocked(id string, ti int, v T, now int64) (*waiter, error) {
+func (q *Queue[T]) pushLocked(id string, ti int, class string, v T, now int64) (*waiter, error) {
 	if q.closed {
 		return nil, ErrClosed
 	}
@@ -183,6 +220,8 @@ func (q *Queue[T]) pushLocked(id string, ti int, v T, now int64) (*waiter, error
 	idx := q.allocLocked()
 	n := &q.nodes[idx]
 	n.id, n.v, n.enq, n.dl, n.seq, n.tier = id, v, now, now+t.maxWait, q.seq, uint8(ti)
+	n.class = q.classLocked(class)
+	q.classRefs[n.class]++
 	if id != "" {
 		q.ids[id] = idx
 	}
@@ -191,12 +230,15 @@ func (q *Queue[T]) pushLocked(id string, ti int, v T, now int64) (*waiter, error
 	return q.afterInsertLocked(ti, n.dl, now), nil
 }
 
-// Requeue puts an item obtained from Pop or TryPop back with its original
-// enqueue time, deadline, flags and push order, so it regains its original
-// place (normally the front of its tier) — for a conversation whose agent
-// disconnected, or one no agent could take. It ignores the tier's capacity
-// (the item already held a place) and refunds the scheduler's quota charge.
-// It returns ErrClosed, ErrInvalidTier or ErrDuplicateID.
+// Requeue puts an item obtained from Pop, TryPop or Match back with its
+// original enqueue time, deadline, flags, class and push order, so it
+// regains its original place (normally the front of its tier) — for a
+// conversation whose agent disconnected or declined. It ignores the tier's
+// capacity (the item already held a place) and refunds the scheduler's
+// quota charge (never below the current virtual time, so a tier gains no
+// burst from requeueing an item long after it was handed out). A host restoring a persisted waiting room may also build the
+// Item itself (zero Enqueued or Deadline mean now and now + MaxWait). It
+// returns ErrClosed, ErrInvalidTier or ErrDuplicateID.
 func (q *Queue[T]) Requeue(it Item[T]) error {
 	if uint(it.Tier) >= uint(len(q.tiers)) {
 		return fmt.Errorf("%w: %d", ErrInvalidTier, it.Tier)
@@ -230,12 +272,16 @@ func (q *Queue[T]) Requeue(it Item[T]) error {
 		n.enq = now
 	}
 	n.retried, n.escalated = it.Retried, it.Escalated
+	n.class = q.classLocked(it.Class)
+	q.classRefs[n.class]++
 	if it.ID != "" {
 		q.ids[it.ID] = idx
 	}
 	if t.pass >= t.stride {
-		t.pass -= t.stride // refund the pick that handed it out
+		t.pass -= t.stride // refund the pick that handed it out...
 	}
+	t.pass = max(t.pass, q.vt) // ...but bank no credit beyond it
+	t.stats.Requeued++
 	q.insertLocked(it.Tier, idx)
 	w := q.afterInsertLocked(it.Tier, n.dl, now)
 	q.mu.Unlock()
@@ -258,7 +304,10 @@ func (q *Queue[T]) freeLocked(idx int32) {
 	if n.id != "" {
 		delete(q.ids, n.id)
 	}
+	q.unrefClassLocked(n.class)
+	gen := n.gen + 1
 	*n = node[T]{}
+	n.gen = gen
 	q.free = append(q.free, idx)
 }
 
@@ -336,11 +385,13 @@ func (q *Queue[T]) insertLocked(ti int, idx int32) {
 	a := t.head + uint64(pos)
 	t.buf[a&t.mask] = idx
 	nd.abs = a
+	q.classInsertLocked(t, idx)
 }
 
 // removeLocked unlinks the node at rank pos of tier ti (not freeing it).
 func (q *Queue[T]) removeLocked(ti int, pos int) {
 	t := &q.tiers[ti]
+	q.classRemoveLocked(t, t.at(pos))
 	n := t.len()
 	if pos < n/2 {
 		for k := pos; k > 0; k-- {
@@ -408,7 +459,9 @@ func (w *waiter) wake() {
 }
 
 // Cancel removes the waiting item with this id (a customer who left) and
-// reports whether it was waiting. It does not affect items already handed out.
+// reports whether it was waiting; it counts as abandoned in Stats. It does
+// not affect items already handed out. An item that a Match claim callback
+// is considering can be cancelled: Match then reports ErrClaimLost.
 func (q *Queue[T]) Cancel(id string) bool {
 	if id == "" {
 		return false
@@ -424,6 +477,7 @@ func (q *Queue[T]) Cancel(id string) bool {
 	t := &q.tiers[ti]
 	q.removeLocked(ti, int(n.abs-t.head))
 	t.stats.Cancelled++
+	t.stats.Abandoned++
 	q.freeLocked(idx)
 	q.positionsChangedLocked()
 	w := q.nextSpaceWaiterLocked(ti)
@@ -502,7 +556,8 @@ func (q *Queue[T]) Close() error {
 	return nil
 }
 
-// drain removes and returns every waiting item (used by Pool.Shutdown).
+// drain removes and returns every waiting item, counting them as abandoned
+// (used by Pool.Shutdown).
 func (q *Queue[T]) drain() []Item[T] {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -513,6 +568,7 @@ func (q *Queue[T]) drain() []Item[T] {
 			idx := t.at(0)
 			out = append(out, q.itemLocked(idx))
 			q.removeLocked(ti, 0)
+			t.stats.Abandoned++
 			q.freeLocked(idx)
 		}
 	}
@@ -522,7 +578,7 @@ func (q *Queue[T]) drain() []Item[T] {
 func (q *Queue[T]) itemLocked(idx int32) Item[T] {
 	n := &q.nodes[idx]
 	return Item[T]{
-		ID: n.id, Tier: int(n.tier), Value: n.v,
+		ID: n.id, Tier: int(n.tier), Class: q.classNames[n.class], Value: n.v,
 		Enqueued: time.Unix(0, n.enq), Deadline: time.Unix(0, n.dl),
 		Retried: n.retried, Escalated: n.escalated, seq: n.seq,
 	}

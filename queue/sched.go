@@ -80,7 +80,10 @@ func (q *Queue[T]) overallLocked(ti, r int) int {
 // Position returns where the waiting item id stands; ok is false when no
 // such item is waiting. Overall counts the items that the scheduler will hand
 // out before it if nothing else arrives (exact for the current contents,
-// quotas included); InTier counts its tier's items ahead of it. O(tiers).
+// quotas included, in the order Pop and TryPop follow); InTier counts its
+// tier's items ahead of it. O(tiers). An item a Match claim is considering
+// is still waiting and keeps its position; Match may hand out an item before
+// others of a higher position when nobody can take those.
 func (q *Queue[T]) Position(id string) (Position, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()

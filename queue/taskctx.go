@@ -13,7 +13,6 @@ import (
 // cancelled and retired when Run returns, never reused.
 type taskCtx struct {
 	parent   context.Context
-	clock    Clock
 	deadline time.Time
 
 	mu     sync.Mutex
@@ -51,7 +50,7 @@ func (c *taskCtx) Err() error {
 	if err := c.parent.Err(); err != nil {
 		return err
 	}
-	if !c.clock.Now().Before(c.deadline) {
+	if !time.Now().Before(c.deadline) {
 		return context.DeadlineExceeded
 	}
 	return nil

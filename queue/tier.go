@@ -17,6 +17,11 @@ type tier struct {
 	pass   uint64
 	stride uint64
 
+	// matching classes (see class.go): one list per interned class, and
+	// the classes with items in this tier
+	cls    []classList
+	active []int32
+
 	spaceWaiters []*waiter
 	stats        Stats
 }
@@ -31,6 +36,7 @@ func (t *tier) init(cfg TierConfig, stride uint64) {
 	t.mask = uint64(n - 1)
 	t.head, t.tail = ringStart, ringStart
 	t.stride = stride
+	t.cls = []classList{{head: -1, tail: -1, ai: -1}} // class 0 is ""
 }
 
 func (t *tier) len() int { return int(t.tail - t.head) }

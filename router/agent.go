@@ -129,7 +129,7 @@ type agentState struct {
 	missedTotal  int
 	declined     int
 	offlineSince time.Time
-	graceTimer   Timer
+	graceTimer   *time.Timer
 	graceEpoch   uint64
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -51,6 +52,8 @@ type NoAgentError struct {
 	RelaxAt time.Time
 }
 
+// Error says that no agent has the optional skills yet and when they are
+// dropped.
 func (e *NoAgentError) Error() string {
 	return "router: no eligible agent with the optional skills; they are dropped at " + e.RelaxAt.Format(time.RFC3339Nano)
 }
@@ -89,8 +92,6 @@ type AssignerConfig struct {
 	// combinations; the least recently requested is dropped beyond it and
 	// rebuilt on its next use. Default 1024; negative is invalid.
 	MaxSkillViews int
-	// Clock supplies time and timers. Default SystemClock{}.
-	Clock Clock
 	// Observer receives metrics; nil disables them at no cost.
 	Observer *observe.Observer
 
@@ -130,6 +131,39 @@ type Request struct {
 	// RelaxAfter overrides AssignerConfig.OptionalSkillWait for this request
 	// when non-zero; negative keeps optional skills mandatory.
 	RelaxAfter time.Duration
+}
+
+// Class returns the canonical key of the agents the request can go to
+// before optional skills and exclusions are considered: its required
+// skills, sorted, deduplicated and without empty strings, joined by ",",
+// followed by "@" and the team when Team is set ("billing,french@emea").
+// Requests with the same Class are eligible for the same agents, so a host
+// can use it as the queue.Item class of the waiting conversation: when
+// CanServe(Request{RequiredSkills: …, Team: …}) is false for one of them it
+// is false for all. Class allocates the string.
+func (r Request) Class() string {
+	var buf [16]string
+	skills := assignCanon(buf[:0], r.RequiredSkills, nil)
+	n := len(r.Team)
+	for i, s := range skills {
+		n += len(s)
+		if i > 0 {
+			n++
+		}
+	}
+	var b strings.Builder
+	b.Grow(n + 1)
+	for i, s := range skills {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(s)
+	}
+	if r.Team != "" {
+		b.WriteByte('@')
+		b.WriteString(r.Team)
+	}
+	return b.String()
 }
 
 // CapacityReason says why an agent gained assignable capacity.
@@ -235,7 +269,6 @@ func (ev *assignEvents) capacity(e CapacityEvent) {
 // on the goroutine whose call caused them (or a timer goroutine for expiries
 // and grace periods); they may call the Assigner.
 type Assigner struct {
-	clock     Clock
 	strat     Strategy
 	pref      Preferrer
 	m         *assignMetrics
@@ -263,21 +296,21 @@ type Assigner struct {
 	active   int
 }
 
-// NewAssigner validates cfg, fills defaults and returns an Assigner. It starts
-// no goroutine; timers run only while offers or grace periods are pending.
+// NewAssigner validates cfg, fills defaults and returns an Assigner, or an
+// error wrapping ErrInvalidConfig that names the bad field. It starts no
+// goroutine; timers run only while offers or grace periods are pending.
 func NewAssigner(cfg AssignerConfig) (*Assigner, error) {
 	switch {
 	case cfg.OfferTimeout < 0:
-		return nil, fmt.Errorf("router: AssignerConfig.OfferTimeout %v is negative", cfg.OfferTimeout)
+		return nil, fmt.Errorf("%w: OfferTimeout %v is negative", ErrInvalidConfig, cfg.OfferTimeout)
 	case cfg.OfflineGrace < 0:
-		return nil, fmt.Errorf("router: AssignerConfig.OfflineGrace %v is negative", cfg.OfflineGrace)
+		return nil, fmt.Errorf("%w: OfflineGrace %v is negative", ErrInvalidConfig, cfg.OfflineGrace)
 	case cfg.AwayAfterMisses < 0:
-		return nil, fmt.Errorf("router: AssignerConfig.AwayAfterMisses %d is negative", cfg.AwayAfterMisses)
+		return nil, fmt.Errorf("%w: AwayAfterMisses %d is negative", ErrInvalidConfig, cfg.AwayAfterMisses)
 	case cfg.MaxSkillViews < 0:
-		return nil, fmt.Errorf("router: AssignerConfig.MaxSkillViews %d is negative", cfg.MaxSkillViews)
+		return nil, fmt.Errorf("%w: MaxSkillViews %d is negative", ErrInvalidConfig, cfg.MaxSkillViews)
 	}
 	a := &Assigner{
-		clock:     cfg.Clock,
 		strat:     cfg.Strategy,
 		timeout:   cfg.OfferTimeout,
 		relaxWait: cfg.OptionalSkillWait,
@@ -292,9 +325,6 @@ func NewAssigner(cfg AssignerConfig) (*Assigner, error) {
 		offers:    map[string]*assignOffer{},
 	}
 	a.idle.L = &a.mu
-	if a.clock == nil {
-		a.clock = SystemClock{}
-	}
 	if a.strat == nil {
 		a.strat = LeastLoaded()
 	}
@@ -471,7 +501,7 @@ func (a *Assigner) claim(req *Request, offer bool) (*agentState, assignKind, err
 	if c, ok := a.convs[req.ConversationID]; ok {
 		return nil, 0, fmt.Errorf("%w: %q is held by %q", ErrAlreadyAssigned, req.ConversationID, c.agent.load.ID)
 	}
-	now := a.clock.Now()
+	now := time.Now()
 	g, preferred, relaxAt := a.pick(req, now)
 	if g == nil {
 		if a.m != nil {
@@ -535,6 +565,30 @@ func (a *Assigner) Assign(req Request) (agentID string, err error) {
 		a.m.latAssign.Observe(time.Since(start).Seconds())
 	}
 	return agentID, err
+}
+
+// CanServe reports whether Assign(req) would find an agent now — one online,
+// with a free slot, the required skills (and the optional ones while they
+// are still mandatory), the team if asked, and not excluded — without
+// claiming anything and without checking ConversationID. Between CanServe
+// and a later Assign or Offer another caller may take the slot: only Assign
+// and Offer claim atomically. It costs about as much as an Assign without
+// the claim (an index lookup, O(1) without exclusions), does not allocate
+// once the request's (skill set, team) has been seen, and does not count in
+// assign_no_agent_total.
+//
+// With only RequiredSkills and Team set it answers for a whole class of
+// waiting conversations (see Request.Class): false means no conversation of
+// that class can be assigned now, whatever its exclusions, so a host
+// matching a queue can skip the class (queue.SkipClass).
+func (a *Assigner) CanServe(req Request) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return false
+	}
+	g, _, _ := a.pick(&req, time.Now())
+	return g != nil
 }
 
 // AssignManual assigns conversationID to agentID as a supervisor would. The
@@ -620,7 +674,7 @@ func (a *Assigner) moveLocked(convID, agentID string, force bool, kind assignKin
 		a.gained(from, before, reason, ev)
 	}
 	pre := agentSnapOf(g)
-	now := a.clock.Now()
+	now := time.Now()
 	a.seq++
 	g.load.AssignSeq = a.seq
 	g.load.LastAssigned = now
@@ -708,7 +762,7 @@ func (a *Assigner) UpsertAgent(ag Agent) error {
 			convs:    map[string]struct{}{},
 		}
 		if g.presence == Offline {
-			g.offlineSince = a.clock.Now()
+			g.offlineSince = time.Now()
 		}
 		a.agents[ag.ID] = g
 		a.ix.addAgent(g)
@@ -791,7 +845,7 @@ func (a *Assigner) presenceLocked(g *agentState, p Presence, ev *assignEvents) {
 	if p != Offline {
 		return
 	}
-	g.offlineSince = a.clock.Now()
+	g.offlineSince = time.Now()
 	a.cancelOffersLocked(g, OfferAgentOffline, ev)
 	if len(g.convs) == 0 {
 		return
@@ -802,7 +856,7 @@ func (a *Assigner) presenceLocked(g *agentState, p Presence, ev *assignEvents) {
 	}
 	g.graceEpoch++
 	epoch := g.graceEpoch
-	g.graceTimer = a.clock.AfterFunc(a.grace, func() { a.graceFire(g, epoch) })
+	g.graceTimer = time.AfterFunc(a.grace, func() { a.graceFire(g, epoch) })
 }
 
 func (a *Assigner) graceFire(g *agentState, epoch uint64) {

@@ -92,3 +92,42 @@ func ExampleSticky() {
 	fmt.Println(first, other, again)
 	// Output: alice bruno alice
 }
+
+// Match waiting conversations to agents without head-of-line blocking: a
+// conversation whose skills nobody free has is passed over (with its whole
+// class), and the first one that an agent can take is offered atomically.
+// With package queue this is the claim callback of Queue.Match.
+func ExampleAssigner_CanServe() {
+	a, _ := router.NewAssigner(router.AssignerConfig{})
+	defer a.Close()
+	_ = a.UpsertAgent(router.Agent{ID: "bruno", Presence: router.Online, Capacity: 1, Skills: []string{"billing"}})
+
+	waiting := []router.Request{ // in queue order
+		{ConversationID: "vip-1", RequiredSkills: []string{"japanese"}},
+		{ConversationID: "vip-2", RequiredSkills: []string{"japanese"}},
+		{ConversationID: "std-1", RequiredSkills: []string{"billing"}},
+	}
+	skipped := map[string]bool{}
+	for _, req := range waiting {
+		class := req.Class()
+		if skipped[class] {
+			continue
+		}
+		// One cheap check per class: nobody free can take "japanese".
+		if !a.CanServe(router.Request{RequiredSkills: req.RequiredSkills, Team: req.Team}) {
+			fmt.Println("skip class", class)
+			skipped[class] = true
+			continue
+		}
+		// The claim: Offer picks and reserves the agent's slot atomically.
+		o, err := a.Offer(req)
+		if err != nil {
+			continue // e.g. ErrNoAgent because of req.Exclude: skip this one only
+		}
+		fmt.Println(req.ConversationID, "offered to", o.AgentID)
+		break
+	}
+	// Output:
+	// skip class japanese
+	// std-1 offered to bruno
+}

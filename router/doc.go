@@ -41,8 +41,9 @@
 // the next node clockwise. With equal weights no node ever exceeds
 // ⌈c · average⌉ when it is given a key.
 //
-// Errors: ErrInvalidRingConfig, ErrInvalidNode, ErrNodeExists,
-// ErrUnknownNode, ErrEmptyRing, ErrRingClosed.
+// Errors: ErrInvalidConfig (a RingConfig field; for a bad initial node it
+// also wraps ErrInvalidNode), ErrInvalidNode, ErrNodeExists, ErrUnknownNode,
+// ErrEmptyRing, ErrRingClosed.
 //
 // Metrics (subsystem "router", label ring = RingConfig.Name), registered
 // only when RingConfig.Observer is set:
@@ -85,16 +86,52 @@
 // OnAgentOffline, after OfflineGrace. AssignManual may exceed capacity with
 // force. Callbacks run after the lock is released and may call the Assigner.
 //
+// # Matching a waiting queue
+//
+// On a capacity event the host must find the first waiting conversation, in
+// queue order, that some free agent can take — not just try the head, which
+// blocks everyone behind a conversation nobody free has the skills for.
+// CanServe(req) answers "would Assign(req) find an agent now" without
+// claiming anything, from the same index (O(1) without exclusions, no
+// allocation); asked with only RequiredSkills and Team it answers for a
+// whole class of conversations, whose key is Request.Class (the canonical
+// required-skill set and team). The claim itself must be Offer or Assign,
+// which pick and reserve under one lock: a CanServe answer may be stale by
+// the time the host acts on it, a claim never is. package queue's
+// Queue.Match walks the waiting room in order with a callback doing exactly
+// this (see its documentation for the glue).
+//
+// # Glossary
+//
+//   - assign: give a conversation to an agent at once, taking one of its
+//     slots (Assign, AssignManual, Transfer, Accept).
+//   - offer: reserve one of an agent's slots for a conversation until the
+//     agent accepts, declines or the offer expires (Offer).
+//   - claim: take a slot atomically — what Assign and Offer do after picking
+//     the agent, under the Assigner's lock. Only a claim guarantees the slot;
+//     CanServe does not claim.
+//   - class: Request.Class, the agents a request can go to before optional
+//     skills and exclusions.
+//
 // Errors: ErrNoAgent (possibly as *NoAgentError{RelaxAt}), ErrAtCapacity,
 // ErrUnknownAgent, ErrAgentOffline, ErrInvalidAgent, ErrInvalidRequest,
 // ErrAlreadyAssigned, ErrNotAssigned, ErrOfferExpired, ErrUnknownOffer,
-// ErrAssignerClosed; NewAssigner returns an error naming the bad field.
+// ErrAssignerClosed; NewAssigner returns an error wrapping ErrInvalidConfig
+// that names the bad field.
 //
 // Metrics (switchboard_router_…): assign_total{strategy} (built-in strategy
-// name, "sticky", "manual", "transfer"), assign_no_agent_total,
+// name, "sticky", "manual", "transfer"), assign_no_agent_total (failed Assign
+// and Offer calls; CanServe is not counted),
 // assign_duration_seconds{op="assign"|"offer"},
 // offers_total{event="made"|"accepted"|"declined"|"expired"|"canceled"},
 // agents_by_presence{presence}, agents_capacity_in_use (active plus offered),
 // agents_capacity_online (sum of finite capacities of online agents),
 // agents_offline_conversations_total, agents_capacity_events_total.
+//
+// # Testing
+//
+// The Assigner reads time only through package time (time.Now and
+// time.AfterFunc for offer expiry and offline grace), so its tests run under
+// testing/synctest, whose fake clock drives the timers; there is no Clock to
+// inject.
 package router

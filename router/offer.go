@@ -61,7 +61,7 @@ type assignOffer struct {
 	kind    assignKind
 	created time.Time
 	expires time.Time
-	timer   Timer
+	timer   *time.Timer
 }
 
 func (o *assignOffer) public() Offer {
@@ -116,7 +116,7 @@ func (a *Assigner) Offer(req Request) (Offer, error) {
 	c := a.convs[req.ConversationID]
 	c.offer = o
 	a.convs[req.ConversationID] = c
-	o.timer = a.clock.AfterFunc(a.timeout, func() { a.offerFire(o) })
+	o.timer = time.AfterFunc(a.timeout, func() { a.offerFire(o) })
 	out := o.public()
 	a.mu.Unlock()
 	if a.m != nil {

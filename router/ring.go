@@ -36,8 +36,10 @@ const MaxPointsPerNode = 1 << 20
 
 // Errors returned by Ring. They are wrapped with details; test with errors.Is.
 var (
-	// ErrInvalidRingConfig is wrapped by NewRing when a RingConfig field is invalid.
-	ErrInvalidRingConfig = errors.New("router: invalid ring config")
+	// ErrInvalidConfig is wrapped by NewRing and NewAssigner when a
+	// RingConfig or AssignerConfig field is invalid; the message names the
+	// field.
+	ErrInvalidConfig = errors.New("router: invalid config")
 	// ErrInvalidNode is wrapped when a Node has an empty ID, a negative
 	// weight, a weight too large for the virtual-node budget, or when a
 	// member list repeats an ID or exceeds MaxNodes.
@@ -160,8 +162,8 @@ const ringOwnerMask = 1<<16 - 1
 var ringEmpty = &ringSnapshot{index: []uint32{0, 0}, shift: 64}
 
 // NewRing returns a Ring holding cfg.Nodes. It returns an error wrapping
-// ErrInvalidRingConfig naming the bad field, or ErrInvalidNode for a bad
-// initial node. A Ring starts no goroutines.
+// ErrInvalidConfig naming the bad field; for a bad initial node the error
+// names Nodes and wraps ErrInvalidNode too. A Ring starts no goroutines.
 func NewRing(cfg RingConfig) (*Ring, error) {
 	r := &Ring{
 		vnodes:     cfg.VirtualNodes,
@@ -171,9 +173,9 @@ func NewRing(cfg RingConfig) (*Ring, error) {
 	}
 	switch {
 	case cfg.VirtualNodes < 0:
-		return nil, fmt.Errorf("%w: VirtualNodes %d is negative", ErrInvalidRingConfig, cfg.VirtualNodes)
+		return nil, fmt.Errorf("%w: VirtualNodes %d is negative", ErrInvalidConfig, cfg.VirtualNodes)
 	case cfg.VirtualNodes > MaxPointsPerNode:
-		return nil, fmt.Errorf("%w: VirtualNodes %d exceeds %d", ErrInvalidRingConfig, cfg.VirtualNodes, MaxPointsPerNode)
+		return nil, fmt.Errorf("%w: VirtualNodes %d exceeds %d", ErrInvalidConfig, cfg.VirtualNodes, MaxPointsPerNode)
 	case cfg.VirtualNodes == 0:
 		r.vnodes = DefaultVirtualNodes
 	}
@@ -181,14 +183,14 @@ func NewRing(cfg RingConfig) (*Ring, error) {
 	case cfg.LoadFactor == 0:
 		r.loadFactor = DefaultLoadFactor
 	case !(cfg.LoadFactor > 1) || math.IsInf(cfg.LoadFactor, 0):
-		return nil, fmt.Errorf("%w: LoadFactor %v must be a finite number greater than 1", ErrInvalidRingConfig, cfg.LoadFactor)
+		return nil, fmt.Errorf("%w: LoadFactor %v must be a finite number greater than 1", ErrInvalidConfig, cfg.LoadFactor)
 	}
 	if r.name == "" {
 		r.name = "default"
 	}
 	nodes, err := r.normalize(cfg.Nodes)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: Nodes: %w", ErrInvalidConfig, err)
 	}
 	if cfg.Observer != nil {
 		r.metrics = newRingMetrics(cfg.Observer, r.name)

@@ -525,12 +525,12 @@ func TestRingNewRingValidation(t *testing.T) {
 		field string
 		want  error
 	}{
-		{"negative vnodes", RingConfig{VirtualNodes: -1}, "VirtualNodes", ErrInvalidRingConfig},
-		{"huge vnodes", RingConfig{VirtualNodes: MaxPointsPerNode + 1}, "VirtualNodes", ErrInvalidRingConfig},
-		{"load factor 1", RingConfig{LoadFactor: 1}, "LoadFactor", ErrInvalidRingConfig},
-		{"load factor below 1", RingConfig{LoadFactor: 0.5}, "LoadFactor", ErrInvalidRingConfig},
-		{"negative load factor", RingConfig{LoadFactor: -2}, "LoadFactor", ErrInvalidRingConfig},
-		{"NaN load factor", RingConfig{LoadFactor: math.NaN()}, "LoadFactor", ErrInvalidRingConfig},
+		{"negative vnodes", RingConfig{VirtualNodes: -1}, "VirtualNodes", ErrInvalidConfig},
+		{"huge vnodes", RingConfig{VirtualNodes: MaxPointsPerNode + 1}, "VirtualNodes", ErrInvalidConfig},
+		{"load factor 1", RingConfig{LoadFactor: 1}, "LoadFactor", ErrInvalidConfig},
+		{"load factor below 1", RingConfig{LoadFactor: 0.5}, "LoadFactor", ErrInvalidConfig},
+		{"negative load factor", RingConfig{LoadFactor: -2}, "LoadFactor", ErrInvalidConfig},
+		{"NaN load factor", RingConfig{LoadFactor: math.NaN()}, "LoadFactor", ErrInvalidConfig},
 		{"empty node ID", RingConfig{Nodes: []Node{{ID: ""}}}, "empty ID", ErrInvalidNode},
 		{"negative weight", RingConfig{Nodes: []Node{{ID: "a", Weight: -1}}}, "negative weight", ErrInvalidNode},
 		{"weight too large", RingConfig{VirtualNodes: 1000, Nodes: []Node{{ID: "a", Weight: MaxPointsPerNode}}}, "MaxPointsPerNode", ErrInvalidNode},
@@ -539,6 +539,7 @@ func TestRingNewRingValidation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := NewRing(tc.cfg)
 			require.ErrorIs(t, err, tc.want)
+			require.ErrorIs(t, err, ErrInvalidConfig, "every config error wraps ErrInvalidConfig")
 			assert.Contains(t, err.Error(), tc.field)
 			assert.Nil(t, r)
 		})

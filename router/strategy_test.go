@@ -3,6 +3,7 @@ package router
 import (
 	"fmt"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -22,67 +23,73 @@ func assignSeq(t *testing.T, f *assignFixture, prefix string, n int) []string {
 }
 
 func TestLeastLoaded(t *testing.T) {
-	f := newAssignFixture(t, AssignerConfig{Strategy: LeastLoaded()}, online("a", 5), online("b", 5), online("c", 5))
-	// All idle and never assigned: ties go by join order, then each new
-	// assignment makes the others "longer since last assignment".
-	assert.Equal(t, []string{"a", "b", "c", "a", "b", "c"}, assignSeq(t, f, "x", 6))
+	synctest.Test(t, func(t *testing.T) {
+		f := newAssignFixture(t, AssignerConfig{Strategy: LeastLoaded()}, online("a", 5), online("b", 5), online("c", 5))
+		// All idle and never assigned: ties go by join order, then each new
+		// assignment makes the others "longer since last assignment".
+		assert.Equal(t, []string{"a", "b", "c", "a", "b", "c"}, assignSeq(t, f, "x", 6))
 
-	// Unequal loads: the least loaded wins whatever the rotation.
-	require.NoError(t, f.Release("x0")) // a: 1, b: 2, c: 2
-	require.NoError(t, f.Release("x3")) // a: 0
-	assert.Equal(t, []string{"a", "a"}, assignSeq(t, f, "y", 2))
-	// Now all hold 2; a was assigned last, b and c tie on load: b's last
-	// assignment (x4) is older than c's (x5).
-	assert.Equal(t, []string{"b", "c", "a"}, assignSeq(t, f, "z", 3))
+		// Unequal loads: the least loaded wins whatever the rotation.
+		require.NoError(t, f.Release("x0")) // a: 1, b: 2, c: 2
+		require.NoError(t, f.Release("x3")) // a: 0
+		assert.Equal(t, []string{"a", "a"}, assignSeq(t, f, "y", 2))
+		// Now all hold 2; a was assigned last, b and c tie on load: b's last
+		// assignment (x4) is older than c's (x5).
+		assert.Equal(t, []string{"b", "c", "a"}, assignSeq(t, f, "z", 3))
 
-	// Offers count as load.
-	f2 := newAssignFixture(t, AssignerConfig{Strategy: LeastLoaded()}, online("a", 5), online("b", 5))
-	o, err := f2.Offer(Request{ConversationID: "o"})
-	require.NoError(t, err)
-	assert.Equal(t, "a", o.AgentID)
-	assert.Equal(t, []string{"b"}, assignSeq(t, f2, "p", 1))
+		// Offers count as load.
+		f2 := newAssignFixture(t, AssignerConfig{Strategy: LeastLoaded()}, online("a", 5), online("b", 5))
+		o, err := f2.Offer(Request{ConversationID: "o"})
+		require.NoError(t, err)
+		assert.Equal(t, "a", o.AgentID)
+		assert.Equal(t, []string{"b"}, assignSeq(t, f2, "p", 1))
 
-	// Ties go to the agent waiting longest, also across manual assignments.
-	f3 := newAssignFixture(t, AssignerConfig{Strategy: LeastLoaded()}, online("a", 5), online("b", 5))
-	require.NoError(t, f3.AssignManual("m1", "b", false))
-	require.NoError(t, f3.AssignManual("m2", "a", false))
-	require.NoError(t, f3.Release("m1"))
-	require.NoError(t, f3.Release("m2"))
-	assert.Equal(t, []string{"b", "a"}, assignSeq(t, f3, "q", 2), "b's last assignment is older")
+		// Ties go to the agent waiting longest, also across manual assignments.
+		f3 := newAssignFixture(t, AssignerConfig{Strategy: LeastLoaded()}, online("a", 5), online("b", 5))
+		require.NoError(t, f3.AssignManual("m1", "b", false))
+		require.NoError(t, f3.AssignManual("m2", "a", false))
+		require.NoError(t, f3.Release("m1"))
+		require.NoError(t, f3.Release("m2"))
+		assert.Equal(t, []string{"b", "a"}, assignSeq(t, f3, "q", 2), "b's last assignment is older")
+	})
 }
 
 func TestRoundRobin(t *testing.T) {
-	f := newAssignFixture(t, AssignerConfig{Strategy: RoundRobin()}, online("a", 10), online("b", 10), online("c", 10))
-	assert.Equal(t, []string{"a", "b", "c", "a", "b", "c", "a"}, assignSeq(t, f, "x", 7))
-	// Load does not matter: a holds 3, but b is next in turn.
-	require.NoError(t, f.Release("x1"))
-	require.NoError(t, f.Release("x4"))
-	assert.Equal(t, []string{"b", "c"}, assignSeq(t, f, "y", 2))
-	// A newcomer joins the end of the rotation.
-	require.NoError(t, f.UpsertAgent(online("d", 10)))
-	assert.Equal(t, []string{"a", "b", "c", "d"}, assignSeq(t, f, "z", 4))
-	// Manual assignments do not move the rotation.
-	require.NoError(t, f.AssignManual("m", "a", false))
-	assert.Equal(t, []string{"a", "b"}, assignSeq(t, f, "w", 2))
-	// An agent skipped while busy keeps its (now oldest) turn.
-	require.NoError(t, f.SetPresence("a", Busy))
-	assert.Equal(t, []string{"c", "d", "b"}, assignSeq(t, f, "v", 3))
-	require.NoError(t, f.SetPresence("a", Online))
-	assert.Equal(t, []string{"a", "c"}, assignSeq(t, f, "u", 2))
+	synctest.Test(t, func(t *testing.T) {
+		f := newAssignFixture(t, AssignerConfig{Strategy: RoundRobin()}, online("a", 10), online("b", 10), online("c", 10))
+		assert.Equal(t, []string{"a", "b", "c", "a", "b", "c", "a"}, assignSeq(t, f, "x", 7))
+		// Load does not matter: a holds 3, but b is next in turn.
+		require.NoError(t, f.Release("x1"))
+		require.NoError(t, f.Release("x4"))
+		assert.Equal(t, []string{"b", "c"}, assignSeq(t, f, "y", 2))
+		// A newcomer joins the end of the rotation.
+		require.NoError(t, f.UpsertAgent(online("d", 10)))
+		assert.Equal(t, []string{"a", "b", "c", "d"}, assignSeq(t, f, "z", 4))
+		// Manual assignments do not move the rotation.
+		require.NoError(t, f.AssignManual("m", "a", false))
+		assert.Equal(t, []string{"a", "b"}, assignSeq(t, f, "w", 2))
+		// An agent skipped while busy keeps its (now oldest) turn.
+		require.NoError(t, f.SetPresence("a", Busy))
+		assert.Equal(t, []string{"c", "d", "b"}, assignSeq(t, f, "v", 3))
+		require.NoError(t, f.SetPresence("a", Online))
+		assert.Equal(t, []string{"a", "c"}, assignSeq(t, f, "u", 2))
+	})
 }
 
 func TestLoadRotation(t *testing.T) {
-	f := newAssignFixture(t, AssignerConfig{Strategy: LoadRotation()}, online("a", 10), online("b", 10), online("c", 10))
-	assert.Equal(t, []string{"a", "b", "c", "a"}, assignSeq(t, f, "x", 4))
-	// Any assignment counts: a manual one to b makes c the oldest, then a.
-	require.NoError(t, f.AssignManual("m", "b", false))
-	assert.Equal(t, []string{"c", "a", "b"}, assignSeq(t, f, "y", 3))
-	// A newcomer was never assigned: it goes first.
-	require.NoError(t, f.UpsertAgent(online("d", 10)))
-	assert.Equal(t, []string{"d", "c"}, assignSeq(t, f, "z", 2))
-	// Capacity still applies.
-	require.NoError(t, f.SetCapacity("a", 1))
-	assert.Equal(t, []string{"b", "d", "c", "b"}, assignSeq(t, f, "w", 4))
+	synctest.Test(t, func(t *testing.T) {
+		f := newAssignFixture(t, AssignerConfig{Strategy: LoadRotation()}, online("a", 10), online("b", 10), online("c", 10))
+		assert.Equal(t, []string{"a", "b", "c", "a"}, assignSeq(t, f, "x", 4))
+		// Any assignment counts: a manual one to b makes c the oldest, then a.
+		require.NoError(t, f.AssignManual("m", "b", false))
+		assert.Equal(t, []string{"c", "a", "b"}, assignSeq(t, f, "y", 3))
+		// A newcomer was never assigned: it goes first.
+		require.NoError(t, f.UpsertAgent(online("d", 10)))
+		assert.Equal(t, []string{"d", "c"}, assignSeq(t, f, "z", 2))
+		// Capacity still applies.
+		require.NoError(t, f.SetCapacity("a", 1))
+		assert.Equal(t, []string{"b", "d", "c", "b"}, assignSeq(t, f, "w", 4))
+	})
 }
 
 func TestStickyPrefersLastAgent(t *testing.T) {
@@ -142,52 +149,56 @@ func TestStickyPrefersLastAgent(t *testing.T) {
 }
 
 func TestStickyFollowsTransfersAndOffers(t *testing.T) {
-	f := newAssignFixture(t, AssignerConfig{Strategy: Sticky(StickyConfig{Fallback: RoundRobin()})},
-		online("a", 5), online("b", 5), online("c", 5))
-	o, err := f.Offer(Request{ConversationID: "c1", CustomerID: "alice"})
-	require.NoError(t, err)
-	assert.Equal(t, "a", o.AgentID)
-	require.NoError(t, f.Accept(o.ID))
-	require.NoError(t, f.Transfer("c1", "c"))
-	require.NoError(t, f.Release("c1"))
-	o, err = f.Offer(Request{ConversationID: "c2", CustomerID: "alice"})
-	require.NoError(t, err)
-	assert.Equal(t, "c", o.AgentID, "the customer last talked to c")
-	// An offer that expires does not make the agent the customer's last one.
-	f.clock.Advance(DefaultOfferTimeout)
-	exp := f.rec.takeExpired()
-	require.Len(t, exp, 1)
-	id, err := f.Assign(Request{ConversationID: "c3", CustomerID: "alice"})
-	require.NoError(t, err)
-	assert.Equal(t, "c", id, "still c: it is the last agent alice talked to and is available")
+	synctest.Test(t, func(t *testing.T) {
+		f := newAssignFixture(t, AssignerConfig{Strategy: Sticky(StickyConfig{Fallback: RoundRobin()})},
+			online("a", 5), online("b", 5), online("c", 5))
+		o, err := f.Offer(Request{ConversationID: "c1", CustomerID: "alice"})
+		require.NoError(t, err)
+		assert.Equal(t, "a", o.AgentID)
+		require.NoError(t, f.Accept(o.ID))
+		require.NoError(t, f.Transfer("c1", "c"))
+		require.NoError(t, f.Release("c1"))
+		o, err = f.Offer(Request{ConversationID: "c2", CustomerID: "alice"})
+		require.NoError(t, err)
+		assert.Equal(t, "c", o.AgentID, "the customer last talked to c")
+		// An offer that expires does not make the agent the customer's last one.
+		f.clock.Advance(DefaultOfferTimeout)
+		exp := f.rec.takeExpired()
+		require.Len(t, exp, 1)
+		id, err := f.Assign(Request{ConversationID: "c3", CustomerID: "alice"})
+		require.NoError(t, err)
+		assert.Equal(t, "c", id, "still c: it is the last agent alice talked to and is available")
+	})
 }
 
 func TestStickyLookupAndBound(t *testing.T) {
-	lookups := 0
-	s := Sticky(StickyConfig{MaxCustomers: 2, Lookup: func(c string) (string, bool) {
-		lookups++
-		if c == "db-customer" {
-			return "b", true
-		}
-		return "", false
-	}})
-	f := newAssignFixture(t, AssignerConfig{Strategy: s}, online("a", 0), online("b", 0))
-	id, err := f.Assign(Request{ConversationID: "c0", CustomerID: "db-customer"})
-	require.NoError(t, err)
-	assert.Equal(t, "b", id, "host lookup wins")
-	assert.Equal(t, 1, lookups)
+	synctest.Test(t, func(t *testing.T) {
+		lookups := 0
+		s := Sticky(StickyConfig{MaxCustomers: 2, Lookup: func(c string) (string, bool) {
+			lookups++
+			if c == "db-customer" {
+				return "b", true
+			}
+			return "", false
+		}})
+		f := newAssignFixture(t, AssignerConfig{Strategy: s}, online("a", 0), online("b", 0))
+		id, err := f.Assign(Request{ConversationID: "c0", CustomerID: "db-customer"})
+		require.NoError(t, err)
+		assert.Equal(t, "b", id, "host lookup wins")
+		assert.Equal(t, 1, lookups)
 
-	p := s.(Preferrer)
-	p.Assigned("u1", "a")
-	p.Assigned("u2", "b")
-	p.Assigned("u1", "b") // update, not a new entry
-	assert.Equal(t, "b", p.PreferredAgent(Request{CustomerID: "u1"}))
-	p.Assigned("u3", "a") // table full: forgets the oldest entry, u1
-	assert.Equal(t, "", p.PreferredAgent(Request{CustomerID: "u1"}))
-	assert.Equal(t, "b", p.PreferredAgent(Request{CustomerID: "u2"}))
-	assert.Equal(t, "a", p.PreferredAgent(Request{CustomerID: "u3"}))
-	assert.Equal(t, "", p.PreferredAgent(Request{}))
-	assert.Equal(t, "sticky", s.Name())
+		p := s.(Preferrer)
+		p.Assigned("u1", "a")
+		p.Assigned("u2", "b")
+		p.Assigned("u1", "b") // update, not a new entry
+		assert.Equal(t, "b", p.PreferredAgent(Request{CustomerID: "u1"}))
+		p.Assigned("u3", "a") // table full: forgets the oldest entry, u1
+		assert.Equal(t, "", p.PreferredAgent(Request{CustomerID: "u1"}))
+		assert.Equal(t, "b", p.PreferredAgent(Request{CustomerID: "u2"}))
+		assert.Equal(t, "a", p.PreferredAgent(Request{CustomerID: "u3"}))
+		assert.Equal(t, "", p.PreferredAgent(Request{}))
+		assert.Equal(t, "sticky", s.Name())
+	})
 }
 
 // assignByRatio is a custom strategy: lowest load relative to capacity.
@@ -210,13 +221,15 @@ func (assignByRatio) Less(a, b *AgentLoad) bool {
 }
 
 func TestCustomStrategy(t *testing.T) {
-	f := newAssignFixture(t, AssignerConfig{Strategy: assignByRatio{}}, online("small", 2), online("big", 8))
-	got := assignSeq(t, f, "x", 10)
-	count := map[string]int{}
-	for _, g := range got {
-		count[g]++
-	}
-	assert.Equal(t, map[string]int{"small": 2, "big": 8}, count)
+	synctest.Test(t, func(t *testing.T) {
+		f := newAssignFixture(t, AssignerConfig{Strategy: assignByRatio{}}, online("small", 2), online("big", 8))
+		got := assignSeq(t, f, "x", 10)
+		count := map[string]int{}
+		for _, g := range got {
+			count[g]++
+		}
+		assert.Equal(t, map[string]int{"small": 2, "big": 8}, count)
+	})
 }
 
 func TestStrategyNames(t *testing.T) {
