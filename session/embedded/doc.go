@@ -1,0 +1,43 @@
+// Package embedded is the default session.Repository: an on-disk store in
+// one directory, in pure Go (go.etcd.io/bbolt, a copy-on-write B+tree in a
+// single memory-mapped file), with no cgo and no service to run.
+//
+// # Model
+//
+// Open takes a directory and keeps everything in one file in it,
+// sessions.db: conversation records (as JSON, with small indexes for the
+// open conversations of each partition and each customer's conversations by
+// creation time), audit trails, fencing tokens, transcripts, client-ID
+// deduplication keys and read markers. Reads run concurrently in read-only
+// transactions and never wait for writes.
+//
+// Every write (Create, Update, Append, SetRead, Ping) goes to one writer
+// goroutine owned by the Store. It takes whatever writes are waiting — up to
+// Options.MaxBatch — applies them in one transaction and commits it with one
+// fsync (group commit), then answers each caller. A write that fails its own
+// checks (ErrVersionConflict, ErrFenced, …) changes nothing and does not
+// affect the others in its batch. Close stops the writer: writes still
+// queued fail with session.ErrRepositoryClosed.
+//
+// The file is locked (flock) while open, so a second Store — in this process
+// or another — fails to open it with ErrLocked instead of corrupting it. A
+// file that is not a valid store (damaged pages, failed consistency check,
+// another program's file) fails Open with ErrCorrupt; nothing is ever
+// silently started empty on top of it. The store records its schema version;
+// a file written by a newer release fails Open with session.ErrSchemaTooNew.
+//
+// # Errors
+//
+// Failures tied to the file are *session.StoreError values naming the path,
+// wrapping one of:
+//
+//   - ErrLocked: another Store holds the directory's lock.
+//   - ErrCorrupt: the file is damaged or not a store of this package.
+//   - session.ErrSchemaTooNew: the file was written by a newer release.
+//   - session.ErrUnavailable: a write or read failed (disk full, I/O
+//     error); nothing was written, and the caller may retry.
+//
+// The other session errors (ErrRecordNotFound, ErrRecordExists,
+// ErrVersionConflict, ErrFenced, ErrRepositoryClosed) are returned as the
+// session.Repository contract describes, wrapped with the ID concerned.
+package embedded
