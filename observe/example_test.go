@@ -51,7 +51,6 @@ func ExampleNew() {
 	// dropped info records: 2
 }
 
-
 func ExampleInject() {
 	// An incoming request carries a W3C traceparent.
 	in := http.Header{}

@@ -30,6 +30,7 @@ type Server struct {
 	bin  string
 	dir  string
 	port int
+	opts Options
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -43,9 +44,22 @@ func Start(tb testing.TB) (addr string, stop func()) {
 	return s.Addr(), s.Stop
 }
 
+// Options configure StartServerWith.
+type Options struct {
+	// AppendOnly turns persistence on (appendonly yes, appendfsync always),
+	// so data survives Kill and Restart.
+	AppendOnly bool
+}
+
 // StartServer is Start returning the *Server, for tests that kill and
 // restart Redis.
 func StartServer(tb testing.TB) *Server {
+	tb.Helper()
+	return StartServerWith(tb, Options{})
+}
+
+// StartServerWith is StartServer with options.
+func StartServerWith(tb testing.TB, opts Options) *Server {
 	tb.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -54,7 +68,7 @@ func StartServer(tb testing.TB) *Server {
 		}
 		tb.Skipf("redistest: redis-server not found on PATH; install it (apt-get install redis-server) or set %s=1 to fail instead", RequireEnv)
 	}
-	s := &Server{tb: tb, bin: bin, dir: tb.TempDir(), port: freePort(tb)}
+	s := &Server{tb: tb, bin: bin, dir: tb.TempDir(), port: freePort(tb), opts: opts}
 	s.start()
 	tb.Cleanup(s.Stop)
 	return s
@@ -65,10 +79,13 @@ func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.It
 
 func (s *Server) start() {
 	s.tb.Helper()
-	cmd := exec.Command(s.bin,
-		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir,
-		"--protected-mode", "no", "--loglevel", "warning")
+	aof := []string{"--appendonly", "no"}
+	if s.opts.AppendOnly {
+		aof = []string{"--appendonly", "yes", "--appendfsync", "always"}
+	}
+	args := append([]string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--save", "", "--dir", s.dir,
+		"--protected-mode", "no", "--loglevel", "warning"}, aof...)
+	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
 	log, err := os.Create(s.dir + "/redis.log")
 	if err != nil {
@@ -97,7 +114,8 @@ func (s *Server) start() {
 	}
 }
 
-// Kill stops the server abruptly (SIGKILL), losing all its data, and waits
+// Kill stops the server abruptly (SIGKILL), losing all its data unless it
+// runs with AppendOnly, and waits
 // for the process to exit. Killing a stopped server is a no-op.
 func (s *Server) Kill() {
 	s.mu.Lock()
@@ -111,8 +129,8 @@ func (s *Server) Kill() {
 	_ = cmd.Wait()
 }
 
-// Restart starts the server again on the same port, empty, and waits until
-// it answers PING. The server must have been killed.
+// Restart kills the server if it runs and starts it again on the same port
+// (empty, unless AppendOnly), and waits until it answers PING.
 func (s *Server) Restart() {
 	s.tb.Helper()
 	s.Kill()

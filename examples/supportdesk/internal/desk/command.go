@@ -11,7 +11,11 @@ const (
 	topicCore  = "desk.core"
 	topicSup   = "desk.sup"
 	topicNodes = "desk.nodes"
+	topicOwner = "desk.owner" // a new partition owner announces itself
 )
+
+// topicNode carries the owner's acknowledgements to one node's edge.
+func topicNode(node string) string { return "desk.node." + node }
 
 func topicUser(id string) string { return "desk.user." + id }
 func topicConv(id string) string { return "desk.conv." + id }
@@ -19,14 +23,19 @@ func topicEph(id string) string  { return "desk.eph." + id }
 
 // Command kinds sent by edges to the core.
 const (
-	cmdOpen  = "open"  // a connection opened
-	cmdClose = "close" // a connection closed
-	cmdEnv   = "env"   // a client envelope for the core
+	cmdOpen   = "open"   // a connection opened
+	cmdClose  = "close"  // a connection closed
+	cmdEnv    = "env"    // a client envelope for the core
+	cmdStored = "stored" // the data plane stored a message (offset, time, sender)
+	cmdAck    = "ack"    // owner → edge: the command with Key was handled
+	cmdOwner  = "owner"  // owner → every edge: I own the partition now
 )
 
 // command is what an edge publishes on desk.core.
 type command struct {
 	Kind     string             `json:"k"`
+	Key      string             `json:"key,omitempty"` // idempotency key
+	Resync   bool               `json:"rs,omitempty"`  // open: re-announcement, no hello
 	Node     string             `json:"n"`
 	Conn     uint64             `json:"c"`
 	User     string             `json:"u"`

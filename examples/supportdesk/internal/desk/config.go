@@ -26,8 +26,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/switchboard-go/switchboard/examples/supportdesk/internal/auth"
 	"github.com/switchboard-go/switchboard/fanout"
 	"github.com/switchboard-go/switchboard/observe"
+	"github.com/switchboard-go/switchboard/session"
 )
 
 // TierSLA holds one customer tier's waiting-room and response targets.
@@ -58,11 +60,56 @@ type Config struct {
 	// Secret signs identity tokens; at least 16 bytes. Default: random per
 	// process (tokens then die with it), which is fine in dev mode.
 	Secret []byte
+	// Auth configures token verification beyond the shared Secret: the
+	// identity provider's JWKS (file or URL), issuer, audience and claim
+	// names (see auth.Config; its HMACSecret is Secret). With a JWKS and
+	// Dev, HS256 dev tokens are accepted too.
+	Auth auth.Config
 	// Dev enables POST /api/dev/token, which issues a token for any name,
 	// role and tier. Never enable it in production.
 	Dev bool
 	// Broker connects nodes (fanout/redisbroker); nil is a single node.
 	Broker fanout.Broker
+	// Leases places the partition owner in a cluster (required with
+	// Broker; fanout/redisbroker.Broker implements it).
+	Leases Leases
+	// LeaseTTL is how long the owner's lease lasts without renewal: the
+	// longest a crashed owner keeps the partition. Default 3s.
+	LeaseTTL time.Duration
+	// ClusterTick is how often a node refreshes its presence, renews or
+	// seeks the lease and retries unanswered commands. Default 500ms.
+	ClusterTick time.Duration
+	// CommandRetry is how long an edge waits for the owner's
+	// acknowledgement of a command before sending it again (with the same
+	// idempotency key); CommandDeadline is when it gives up and answers
+	// the client "unavailable". Defaults 1s and 10s.
+	CommandRetry, CommandDeadline time.Duration
+	// Store is the conversation repository: records, audit trail,
+	// transcripts and read markers (session/embedded on one node,
+	// session/pgstore shared by every node of a cluster). Required. The
+	// Server does not close it.
+	Store session.Repository
+	// StoreTimeout bounds one repository call. Default 5s.
+	StoreTimeout time.Duration
+	// StoreRetry is how soon the core retries offering waiting
+	// conversations after a repository write failed. Default 1s.
+	StoreRetry time.Duration
+	// RebuildTimeout bounds loading the open conversations at start.
+	// Default 60s.
+	RebuildTimeout time.Duration
+	// WaitingRoomLimit is how many conversations may wait in each tier; a
+	// start beyond it gets queue_full. Default 10000.
+	WaitingRoomLimit int
+	// MessageRate and MessageBurst bound each sender's messages per
+	// conversation (a token bucket); beyond them a message gets
+	// rate_limited. Default 10/s with a burst of 20; a negative rate
+	// disables the limit.
+	MessageRate  float64
+	MessageBurst int
+	// OnInvariant, if set, is called when the server detects a bug in its
+	// own bookkeeping (a state change the conversation state machine
+	// refuses). It is logged and counted in any case; tests fail on it.
+	OnInvariant func(error)
 	// Tiers are the SLA targets of vip, premium and standard customers.
 	// Default: vip 2m/30s/60s, premium 5m/60s/2m, standard 15m/2m/5m.
 	Tiers [3]TierSLA
@@ -93,6 +140,11 @@ type Config struct {
 	// NodeTTL is how long a node stays in the cluster without refreshing
 	// its presence. Default 5s.
 	NodeTTL time.Duration
+	// MaxConnsPerUser caps one user's connections (gateway default 100;
+	// beyond: 429). HandshakeRate, when positive, caps the connections per
+	// second one client IP may open (burst twice that; beyond: 429).
+	MaxConnsPerUser int
+	HandshakeRate   float64
 	// Gateway timeouts and limits.
 	IdleTimeout, PingInterval time.Duration
 	// Observer receives metrics and logs; nil disables them.
@@ -155,10 +207,35 @@ func (c *Config) fill() error {
 		{&c.StatsInterval, time.Second, "StatsInterval"},
 		{&c.NodeTTL, 5 * time.Second, "NodeTTL"},
 		{&c.Retention, time.Hour, "Retention"},
+		{&c.StoreTimeout, 5 * time.Second, "StoreTimeout"},
+		{&c.LeaseTTL, 3 * time.Second, "LeaseTTL"},
+		{&c.ClusterTick, 500 * time.Millisecond, "ClusterTick"},
+		{&c.CommandRetry, time.Second, "CommandRetry"},
+		{&c.CommandDeadline, 10 * time.Second, "CommandDeadline"},
+		{&c.StoreRetry, time.Second, "StoreRetry"},
+		{&c.RebuildTimeout, time.Minute, "RebuildTimeout"},
 	} {
 		if err := setDur(f.d, f.v, f.name); err != nil {
 			return err
 		}
+	}
+	if c.Store == nil {
+		return fmt.Errorf("%w: Store is required", ErrInvalidConfig)
+	}
+	if c.WaitingRoomLimit == 0 {
+		c.WaitingRoomLimit = 10_000
+	}
+	if c.WaitingRoomLimit < 0 {
+		return fmt.Errorf("%w: WaitingRoomLimit is negative", ErrInvalidConfig)
+	}
+	if c.MessageRate == 0 {
+		c.MessageRate = 10
+	}
+	if c.MessageBurst == 0 {
+		c.MessageBurst = 20
+	}
+	if c.MessageBurst < 0 {
+		return fmt.Errorf("%w: MessageBurst is negative", ErrInvalidConfig)
 	}
 	if c.AgentCapacity == 0 {
 		c.AgentCapacity = 3

@@ -5,8 +5,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,37 +17,57 @@ import (
 	"github.com/switchboard-go/switchboard/examples/supportdesk/internal/auth"
 	"github.com/switchboard-go/switchboard/examples/supportdesk/internal/protocol"
 	"github.com/switchboard-go/switchboard/fanout"
-	"github.com/switchboard-go/switchboard/observe"
 	"github.com/switchboard-go/switchboard/queue"
 	"github.com/switchboard-go/switchboard/router"
 	"github.com/switchboard-go/switchboard/session"
 )
 
-// maxClientIDs is how many client message IDs a conversation remembers for
-// de-duplication of retried sends.
-const maxClientIDs = 4096
+// partition is the reference server's one waiting room (the partition key of
+// its conversation records).
+const partition = "default"
 
-// core owns the conversations, the waiting queue, the assigner and the SLA
-// timers. All of its state is touched only by its run goroutine; component
-// callbacks post closures into its mailbox.
+// transcriptEpoch is the epoch of every conversation's message numbering:
+// offsets come from the durable transcript, which never loses messages, so
+// the epoch never changes.
+const transcriptEpoch = "t1"
+
+// core owns the control plane: the waiting queue, offers, assignments and
+// SLA timers. All of its state is touched only by its run goroutine;
+// component callbacks post closures into its mailbox. The repository is the
+// source of truth: every change is written there (compare-and-set on the
+// record's version) before it is applied to the queue and the assigner and
+// announced, and a new core rebuilds everything from it.
 type core struct {
 	cfg   *Config
 	bus   *fanout.Bus
 	log   *slog.Logger
-	store *session.Store[string, *session.Conversation]
+	repo  session.Repository
+	fence session.Fence
+	data  *dataPlane
 	q     *queue.Queue[string]
 	asg   *router.Assigner
 	box   *mailbox
+	subMu sync.Mutex
 	sub   *fanout.Subscription
 
 	convs map[string]*conv
 	users map[string]*user
+	rank  int64 // next queue rank
 
 	needDrain bool
+	retry     *time.Timer // drain retry after a store failure
 	metrics   *coreMetrics
 
-	stop chan struct{}
-	done chan struct{}
+	onFenced func()                 // a write was fenced: another node owns the partition
+	isLive   func(node string) bool // whether a node is in the cluster
+	seen     map[string]time.Time   // recently handled command keys (idempotency)
+	seenQ    []string
+	heard    map[string]time.Time // node → last command received from it
+
+	ctx    context.Context // canceled by close: bounds store calls
+	cancel context.CancelFunc
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 type user struct {
@@ -60,51 +83,57 @@ type connKey struct {
 	conn uint64
 }
 
+// conv is the core's cache of one conversation: the durable record plus the
+// handles of the components that act on it (queue item, live offer, timers).
 type conv struct {
-	id       string
-	customer string
-	custName string
-	tier     int
-	entry    string
-	skills   []string
+	rec *session.Record
 
-	agent    string
-	offer    router.Offer
-	offered  bool
-	missed   []string
-	item     queue.Item[string]
-	hasItem  bool // item holds the popped queue item (for Requeue)
-	queued   bool // waiting in the queue now
-	watchers map[string]struct{}
+	offer   router.Offer       // the live offer while rec.Offer is set
+	item    queue.Item[string] // the popped queue item while offered
+	hasItem bool
+	inQueue bool // waiting in c.q now
 
-	cids     map[string]uint64
-	cidOrder []string
-	read     map[string]uint64
-	offset   uint64
-	epoch    string
+	offset uint64 // last stored message offset
 
-	assignedAt time.Time
-	frt, nrt   *slaTimer
-	forget     *time.Timer // set once the conversation is finished
+	// SLA clocks, derived from the transcript (the time of the oldest
+	// customer message not yet answered, the first agent reply).
+	unanswered  time.Time
+	firstAnswer time.Time
+	frt, nrt    *slaTimer
+	forget      *time.Timer // set once the conversation is finished
 }
+
+func (cv *conv) id() string { return cv.rec.ID }
 
 type coreMetrics struct {
 	conversations *prometheus.CounterVec
 	slaWarnings   *prometheus.CounterVec
 	slaBreaches   *prometheus.CounterVec
 	queueTimeouts *prometheus.CounterVec
+	illegal       *prometheus.CounterVec
+	storeErrors   *prometheus.CounterVec
 }
 
-func newCore(cfg *Config, bus *fanout.Bus) (*core, error) {
+func newCore(cfg *Config, bus *fanout.Bus, repo session.Repository, data *dataPlane, fence session.Fence, onFenced func(), isLive func(string) bool) (*core, error) {
+	ctx, cancel := context.WithCancel(context.Background())
 	c := &core{
-		cfg:   cfg,
-		bus:   bus,
-		log:   cfg.Observer.Logger().With("component", "desk-core"),
-		box:   newMailbox(),
-		convs: map[string]*conv{},
-		users: map[string]*user{},
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
+		cfg:      cfg,
+		bus:      bus,
+		repo:     repo,
+		data:     data,
+		fence:    fence,
+		onFenced: onFenced,
+		isLive:   isLive,
+		seen:     map[string]time.Time{},
+		heard:    map[string]time.Time{},
+		log:      cfg.Observer.Logger().With("component", "desk-core"),
+		box:      newMailbox(),
+		convs:    map[string]*conv{},
+		users:    map[string]*user{},
+		ctx:      ctx,
+		cancel:   cancel,
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	if o := cfg.Observer; o != nil {
 		c.metrics = &coreMetrics{
@@ -112,35 +141,30 @@ func newCore(cfg *Config, bus *fanout.Bus) (*core, error) {
 			slaWarnings:   o.Counter("sla", "warnings_total", "SLA about-to-breach warnings, by tier and kind.", "tier", "kind"),
 			slaBreaches:   o.Counter("sla", "breaches_total", "SLA breaches, by tier and kind (first_response, next_response).", "tier", "kind"),
 			queueTimeouts: o.Counter("desk", "queue_timeouts_total", "Conversations whose waiting-room deadline passed, by tier and action.", "tier", "action"),
+			illegal:       o.Counter("desk", "illegal_transitions_total", "Conversation state changes the state machine refused (a bug), by event.", "event"),
+			storeErrors:   o.Counter("desk", "store_errors_total", "Conversation record writes that failed, by operation.", "op"),
 		}
-	}
-	var err error
-	c.store, err = session.New(session.Config[string, *session.Conversation]{
-		Name:     "conversations",
-		Capacity: 1 << 20,
-		Observer: cfg.Observer,
-	})
-	if err != nil {
-		return nil, err
 	}
 	tiers := make([]queue.TierConfig, 3)
 	actions := [3]queue.Action{queue.Escalate, queue.RetryOnce, queue.Drop}
 	quotas := [3]int{100, 10, 1}
 	for i := range tiers {
-		tiers[i] = queue.TierConfig{Name: tierNames[i], MaxWait: cfg.Tiers[i].MaxWait, Capacity: 100_000, Quota: quotas[i], OnDeadline: actions[i]}
+		tiers[i] = queue.TierConfig{Name: tierNames[i], MaxWait: cfg.Tiers[i].MaxWait, Capacity: cfg.WaitingRoomLimit, Quota: quotas[i], OnDeadline: actions[i]}
 	}
-	c.q, err = queue.New[string](queue.Config{
+	var err error
+	c.q, err = queue.New(queue.Config[string]{
 		Name:             "waiting_room",
 		Tiers:            tiers,
 		EagerDeadlines:   true,
 		PositionDebounce: cfg.PositionDebounce,
 		OnPosition:       func(u []queue.PositionUpdate) { c.box.post(func() { c.onPositions(u) }) },
-		OnEscalate:       func(it queue.Item[any]) { c.box.post(func() { c.onQueueDeadline(it, "escalate") }) },
-		OnDrop:           func(it queue.Item[any]) { c.box.post(func() { c.onQueueDeadline(it, "drop") }) },
+		OnEscalate:       func(it queue.Item[string]) { c.box.post(func() { c.onQueueDeadline(it, "escalate") }) },
+		OnRetry:          func(it queue.Item[string]) { c.box.post(func() { c.onQueueDeadline(it, "retry") }) },
+		OnDrop:           func(it queue.Item[string]) { c.box.post(func() { c.onQueueDeadline(it, "drop") }) },
 		Observer:         cfg.Observer,
 	})
 	if err != nil {
-		c.store.Close()
+		cancel()
 		return nil, err
 	}
 	c.asg, err = router.NewAssigner(router.AssignerConfig{
@@ -153,13 +177,37 @@ func newCore(cfg *Config, bus *fanout.Bus) (*core, error) {
 		OnAgentOffline: func(e router.AgentOffline) { c.box.post(func() { c.onAgentOffline(e) }) },
 	})
 	if err != nil {
-		c.q.Close()
-		c.store.Close()
+		_ = c.q.Close()
+		cancel()
 		return nil, err
 	}
-	c.sub, err = bus.Subscribe(topicCore, fanout.SubscribeOptions{
+	if err := c.rebuild(); err != nil {
+		_ = c.asg.Close()
+		_ = c.q.Close()
+		cancel()
+		return nil, fmt.Errorf("rebuild from the conversation store: %w", err)
+	}
+	if err := c.subscribe(); err != nil {
+		c.stopTimers()
+		_ = c.asg.Close()
+		_ = c.q.Close()
+		cancel()
+		return nil, err
+	}
+	// Edges re-announce their connections and resend what is pending.
+	if b, err := encodeCommand(&command{Kind: cmdOwner, Node: cfg.NodeID}); err == nil {
+		if _, err := bus.Publish(topicOwner, b); err != nil {
+			c.log.Warn("announce ownership", "err", err)
+		}
+	}
+	go c.run()
+	return c, nil
+}
+
+func (c *core) subscribe() error {
+	sub, err := c.bus.Subscribe(topicCore, fanout.SubscribeOptions{
 		Buffer: 1 << 16,
-		Policy: fanout.DropNewest,
+		Policy: fanout.DropNewest, // edges resend unacknowledged commands
 		OnPublication: func(p fanout.Publication) {
 			cmd, err := decodeCommand(p.Payload)
 			if err != nil {
@@ -170,13 +218,33 @@ func newCore(cfg *Config, bus *fanout.Bus) (*core, error) {
 		},
 	})
 	if err != nil {
-		c.asg.Close()
-		c.q.Close()
-		c.store.Close()
-		return nil, err
+		return err
 	}
-	go c.run()
-	return c, nil
+	c.subMu.Lock()
+	old := c.sub
+	c.sub = sub
+	c.subMu.Unlock()
+	if old != nil {
+		_ = old.Close()
+	}
+	return nil
+}
+
+// restoreSubscription subscribes the command topic again after the bus lost
+// it, with backoff, until it works or the core stops.
+func (c *core) restoreSubscription() {
+	delay := 100 * time.Millisecond
+	for {
+		if err := c.subscribe(); err == nil {
+			return
+		}
+		select {
+		case <-c.stop:
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
 }
 
 func (c *core) run() {
@@ -202,16 +270,31 @@ func (c *core) run() {
 				c.drain()
 			}
 		case <-stats.C:
+			c.dropDeadNodes()
 			c.sendStats()
 		}
 	}
 }
 
-// close stops the core and its components.
+// close stops the core and its components. The records stay in the store.
 func (c *core) close() {
-	_ = c.sub.Close()
 	close(c.stop)
 	<-c.done
+	c.subMu.Lock()
+	if c.sub != nil {
+		_ = c.sub.Close()
+	}
+	c.subMu.Unlock()
+	c.cancel()
+	c.stopTimers()
+	_ = c.asg.Close()
+	_ = c.q.Close()
+}
+
+func (c *core) stopTimers() {
+	if c.retry != nil {
+		c.retry.Stop()
+	}
 	for _, cv := range c.convs {
 		cv.frt.stop()
 		cv.nrt.stop()
@@ -219,9 +302,228 @@ func (c *core) close() {
 			cv.forget.Stop()
 		}
 	}
-	_ = c.asg.Close()
-	_ = c.q.Close()
-	_ = c.store.Close()
+}
+
+// --- the store ---
+
+func (c *core) storeCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(c.ctx, c.cfg.StoreTimeout)
+}
+
+// errIllegal marks a change the state machine refused.
+var errIllegal = errors.New("illegal transition")
+
+// update applies mutate to a copy of cv's record and writes it with
+// compare-and-set on the cached version; only when the write succeeded does
+// the copy replace the cache. mutate's transitions are recorded in the audit
+// trail. A refused transition is a bug: it is logged, counted and reported
+// to Config.OnInvariant, and update returns an error wrapping errIllegal.
+func (c *core) update(cv *conv, op string, mutate func(r *session.Record) error) error {
+	next := cv.rec.Clone()
+	if err := mutate(next); err != nil {
+		var te *session.TransitionError
+		if errors.As(err, &te) {
+			c.invariant(op, cv.id(), err)
+			return fmt.Errorf("%w: %v", errIllegal, err)
+		}
+		return err
+	}
+	audit := next.Conversation.History
+	next.Conversation.History = nil
+	prev := cv.rec.Conversation.Version
+	if next.Conversation.Version == prev {
+		next.Conversation.Version++
+	}
+	ctx, cancel := c.storeCtx()
+	defer cancel()
+	if err := c.repo.Update(ctx, c.fence, prev, next, audit...); err != nil {
+		if m := c.metrics; m != nil {
+			m.storeErrors.WithLabelValues(op).Inc()
+		}
+		c.checkFenced(err)
+		c.log.Error("conversation write failed", "op", op, "conv", cv.id(), "err", err)
+		return err
+	}
+	cv.rec = next
+	return nil
+}
+
+// checkFenced stops acting as the owner when the store says another node
+// took the partition over.
+func (c *core) checkFenced(err error) {
+	if errors.Is(err, session.ErrFenced) {
+		c.log.Error("fenced: another node owns the partition now; stopping", "fence", c.fence.Token)
+		if c.onFenced != nil {
+			c.onFenced()
+		}
+	}
+}
+
+func (c *core) invariant(op, conv string, err error) {
+	if m := c.metrics; m != nil {
+		m.illegal.WithLabelValues(op).Inc()
+	}
+	c.log.Error("illegal conversation transition", "op", op, "conv", conv, "err", err)
+	if c.cfg.OnInvariant != nil {
+		c.cfg.OnInvariant(fmt.Errorf("%s %s: %w", op, conv, err))
+	}
+}
+
+// apply returns a mutation applying one state-machine change.
+func apply(ch session.Change) func(r *session.Record) error {
+	return func(r *session.Record) error { return r.Conversation.ApplyChange(ch) }
+}
+
+// failStore answers a command whose write failed.
+func (c *core) failStore(cmd *command, conv string, err error) {
+	code := protocol.ErrCodeInternal
+	if errors.Is(err, session.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		code = protocol.ErrCodeUnavailable
+	}
+	c.fail(cmd, code, conv, "the conversation store could not record this; retry")
+}
+
+// retryDrainLater schedules a drain after a store failure.
+func (c *core) retryDrainLater() {
+	if c.retry != nil {
+		c.retry.Stop()
+	}
+	c.retry = time.AfterFunc(c.cfg.StoreRetry, func() { c.box.post(func() { c.needDrain = true }) })
+}
+
+// --- rebuild ---
+
+// rebuild loads every open conversation and restores the waiting queue in its
+// order, the assignments and agent loads, and the SLA clocks. Pending offers
+// are withdrawn (their agents are offline until they reconnect): the
+// conversation keeps its place at the front of its tier and is offered again.
+func (c *core) rebuild() error {
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.RebuildTimeout)
+	defer cancel()
+	recs, err := c.repo.OpenConversations(ctx, partition)
+	if err != nil {
+		return err
+	}
+	var waiting []*conv
+	restored := map[string]bool{}
+	for _, r := range recs {
+		cv := &conv{rec: r}
+		c.convs[r.ID] = cv
+		c.member(r.Customer, auth.RoleCustomer, r.CustomerName).convs[r.ID] = struct{}{}
+		for _, w := range r.Watchers {
+			c.member(w, auth.RoleSupervisor, "").convs[r.ID] = struct{}{}
+		}
+		if cv.offset, err = c.repo.LastOffset(ctx, r.ID); err != nil {
+			return err
+		}
+		if r.Queue != nil && r.Queue.Rank >= c.rank {
+			c.rank = r.Queue.Rank + 1
+		}
+		if r.Offer != nil {
+			if err := c.update(cv, "rebuild-offer", func(n *session.Record) error {
+				n.Offer = nil
+				return n.Conversation.ApplyChange(session.Change{Event: session.Expire, Actor: "system", Reason: "offer withdrawn by a restart"})
+			}); err != nil {
+				return err
+			}
+		}
+		switch {
+		case cv.rec.Queue != nil:
+			waiting = append(waiting, cv)
+		case cv.rec.Conversation.Assignee != "":
+			a := cv.rec.Conversation.Assignee
+			if _, ok := c.asg.Agent(a); !ok {
+				if err := c.asg.UpsertAgent(router.Agent{ID: a, Presence: router.Online, Capacity: c.cfg.AgentCapacity}); err != nil {
+					return err
+				}
+				restored[a] = true
+			}
+			if err := c.asg.AssignManual(r.ID, a, true); err != nil {
+				return err
+			}
+			c.member(a, auth.RoleAgent, "").convs[r.ID] = struct{}{}
+		}
+		if err := c.rebuildSLA(ctx, cv); err != nil {
+			return err
+		}
+	}
+	// The queue: tier, then deadline, then rank — the queue's own order.
+	sort.Slice(waiting, func(i, j int) bool {
+		a, b := waiting[i].rec, waiting[j].rec
+		if a.Tier != b.Tier {
+			return a.Tier < b.Tier
+		}
+		if !a.Queue.Deadline.Equal(b.Queue.Deadline) {
+			return a.Queue.Deadline.Before(b.Queue.Deadline)
+		}
+		return a.Queue.Rank < b.Queue.Rank
+	})
+	for _, cv := range waiting {
+		qe := cv.rec.Queue
+		if err := c.q.Requeue(queue.Item[string]{ID: cv.id(), Tier: cv.rec.Tier, Value: cv.id(), Enqueued: qe.Enqueued, Deadline: qe.Deadline, Retried: qe.Retried, Escalated: qe.Escalated}); err != nil {
+			return err
+		}
+		cv.inQueue = true
+	}
+	// Agents restored for their conversations are offline until they
+	// reconnect: their grace period starts now.
+	for a := range restored {
+		if err := c.asg.SetPresence(a, router.Offline); err != nil {
+			return err
+		}
+	}
+	c.needDrain = len(waiting) > 0
+	if len(recs) > 0 {
+		c.log.Info("rebuilt from the conversation store", "open", len(recs), "waiting", len(waiting))
+	}
+	return nil
+}
+
+// rebuildSLA derives cv's response clocks from the end of its transcript.
+func (c *core) rebuildSLA(ctx context.Context, cv *conv) error {
+	r := cv.rec
+	if r.Conversation.Assignee == "" && r.Queue != nil {
+		cv.frt = c.startSLA(cv, "first_response", r.Conversation.Created.Add(c.cfg.Tiers[r.Tier].FirstResponse))
+		return nil
+	}
+	// Walk back from the end until an agent message is found.
+	const page = 200
+	to := cv.offset
+	for to > 0 {
+		from := uint64(0)
+		if to > page {
+			from = to - page
+		}
+		msgs, err := c.repo.Messages(ctx, r.ID, from, page)
+		if err != nil {
+			return err
+		}
+		found := false
+		for i := len(msgs) - 1; i >= 0; i-- {
+			m := msgs[i]
+			if m.Offset > to {
+				continue
+			}
+			if m.Sender == r.Customer {
+				cv.unanswered = m.At
+			} else if m.SenderRole == auth.RoleAgent {
+				cv.firstAnswer = m.At // some answer exists
+				found = true
+				break
+			}
+		}
+		if found {
+			break
+		}
+		to = from
+	}
+	switch {
+	case cv.firstAnswer.IsZero():
+		cv.frt = c.startSLA(cv, "first_response", r.Conversation.Created.Add(c.cfg.Tiers[r.Tier].FirstResponse))
+	case !cv.unanswered.IsZero():
+		cv.nrt = c.startSLA(cv, "next_response", cv.unanswered.Add(c.cfg.Tiers[r.Tier].NextResponse))
+	}
+	return nil
 }
 
 // --- output helpers ---
@@ -245,41 +547,33 @@ func (c *core) toSupervisors(e *protocol.Envelope) {
 }
 
 func (c *core) fail(cmd *command, code, conv, format string, args ...any) {
-	ref := ""
-	if cmd.Env != nil {
-		ref = cmd.Env.Type
-		if cmd.Env.ID != "" {
-			ref += ":" + cmd.Env.ID
-		}
-	}
-	c.toUser(cmd.User, protocol.Error(code, ref, conv, format, args...))
+	c.toUser(cmd.User, protocol.Error(code, protocol.RefOf(cmd.Env), conv, format, args...))
 }
 
 // participants returns everyone who receives a conversation's events.
 func (c *core) participants(cv *conv) []string {
-	ids := []string{cv.customer}
-	if cv.agent != "" {
-		ids = append(ids, cv.agent)
+	ids := []string{cv.rec.Customer}
+	if a := cv.rec.Conversation.Assignee; a != "" {
+		ids = append(ids, a)
 	}
-	for w := range cv.watchers {
-		ids = append(ids, w)
+	return append(ids, cv.rec.Watchers...)
+}
+
+// refreshOffset reads cv's last stored offset from the transcript (the data
+// plane's reports may still be on their way) before it is announced.
+func (c *core) refreshOffset(cv *conv) {
+	ctx, cancel := c.storeCtx()
+	defer cancel()
+	if off, err := c.repo.LastOffset(ctx, cv.id()); err == nil && off > cv.offset {
+		cv.offset = off
+	} else if err != nil {
+		c.log.Warn("last offset", "conv", cv.id(), "err", err)
 	}
-	return ids
 }
 
 func (c *core) info(cv *conv) protocol.ConvInfo {
-	st := "queued"
-	if s, ok := c.store.Get(cv.id); ok {
-		st = stateName(s.State)
-	}
-	return protocol.ConvInfo{Conv: cv.id, State: st, Customer: cv.customer, Name: cv.custName, Agent: cv.agent, Tier: tierNames[cv.tier], Offset: cv.offset, Epoch: cv.epoch}
-}
-
-func snapState(c *session.Conversation) session.State {
-	if c == nil {
-		return session.Closed
-	}
-	return c.State
+	r := cv.rec
+	return protocol.ConvInfo{Conv: r.ID, State: stateName(r.Conversation.State), Customer: r.Customer, Name: r.CustomerName, Agent: r.Conversation.Assignee, Tier: tierNames[r.Tier], Offset: cv.offset, Epoch: transcriptEpoch}
 }
 
 func stateName(s session.State) string {
@@ -303,12 +597,46 @@ func stateName(s session.State) string {
 
 // --- commands ---
 
+// dedupeWindow is how long a handled command key is remembered.
+const dedupeWindow = time.Minute
+
+// handle runs one command from an edge once per idempotency key, then
+// acknowledges it to the edge (again, for a retry).
 func (c *core) handle(cmd command) {
+	if cmd.Node != "" {
+		c.heard[cmd.Node] = time.Now()
+	}
+	if cmd.Key != "" {
+		now := time.Now()
+		if _, dup := c.seen[cmd.Key]; !dup {
+			c.seen[cmd.Key] = now
+			c.seenQ = append(c.seenQ, cmd.Key)
+			c.dispatch(cmd)
+		}
+		for len(c.seenQ) > 0 && (now.Sub(c.seen[c.seenQ[0]]) > dedupeWindow || len(c.seenQ) > 1<<18) {
+			delete(c.seen, c.seenQ[0])
+			c.seenQ = c.seenQ[1:]
+		}
+		if b, err := encodeCommand(&command{Kind: cmdAck, Key: cmd.Key}); err == nil {
+			if _, err := c.bus.Publish(topicNode(cmd.Node), b); err != nil {
+				c.log.Warn("acknowledge command", "node", cmd.Node, "err", err)
+			}
+		}
+		return
+	}
+	c.dispatch(cmd)
+}
+
+func (c *core) dispatch(cmd command) {
 	switch cmd.Kind {
 	case cmdOpen:
 		c.onOpen(&cmd)
 	case cmdClose:
 		c.onClose(&cmd)
+	case cmdStored:
+		if cmd.Env != nil {
+			c.onStored(&cmd)
+		}
 	case cmdEnv:
 		if cmd.Env == nil {
 			return
@@ -317,12 +645,18 @@ func (c *core) handle(cmd command) {
 	}
 }
 
-func (c *core) userFor(cmd *command) *user {
-	u := c.users[cmd.User]
+// member returns the user, creating it with what is known.
+func (c *core) member(id, role, name string) *user {
+	u := c.users[id]
 	if u == nil {
-		u = &user{id: cmd.User, conns: map[connKey]struct{}{}, convs: map[string]struct{}{}}
-		c.users[cmd.User] = u
+		u = &user{id: id, role: role, name: name, conns: map[connKey]struct{}{}, convs: map[string]struct{}{}}
+		c.users[id] = u
 	}
+	return u
+}
+
+func (c *core) userFor(cmd *command) *user {
+	u := c.member(cmd.User, cmd.Role, cmd.Name)
 	u.role, u.name, u.tier, u.skills = cmd.Role, cmd.Name, cmd.Tier, cmd.Skills
 	u.capacity = cmd.Capacity
 	return u
@@ -337,24 +671,47 @@ func (c *core) onOpen(cmd *command) {
 			capacity = c.cfg.AgentCapacity
 		}
 		if info, ok := c.asg.Agent(u.id); ok {
+			if info.Capacity != capacity {
+				if err := c.asg.SetCapacity(u.id, capacity); err != nil {
+					c.log.Warn("agent capacity", "agent", u.id, "err", err)
+				}
+			}
+			if !slices.Equal(info.Skills, u.skills) {
+				if err := c.asg.SetSkills(u.id, u.skills); err != nil {
+					c.log.Warn("agent skills", "agent", u.id, "err", err)
+				}
+			}
 			if info.Presence == router.Offline {
-				_ = c.asg.SetPresence(u.id, router.Online)
+				if err := c.asg.SetPresence(u.id, router.Online); err != nil {
+					c.log.Warn("agent presence", "agent", u.id, "err", err)
+				}
 			}
 		} else if err := c.asg.UpsertAgent(router.Agent{ID: u.id, Presence: router.Online, Capacity: capacity, Skills: u.skills}); err != nil {
 			c.log.Warn("agent rejected", "agent", u.id, "err", err)
 		}
 		c.q.SetWorkers(c.onlineAgents())
 	}
-	hello := &protocol.Envelope{Type: protocol.TypeHello, From: u.id, Role: u.role, Name: u.name, Tier: u.tier, Node: cmd.Node}
+	if cmd.Resync {
+		return // a re-announcement to a new owner: the client is up to date
+	}
+	// hello goes to the new connection only.
+	hello := &protocol.Envelope{Type: protocol.TypeHello, From: u.id, Role: u.role, Name: u.name, Tier: u.tier, Node: cmd.Node, Target: cmd.Conn}
 	ids := make([]string, 0, len(u.convs))
 	for id := range u.convs {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	ctx, cancel := c.storeCtx()
+	defer cancel()
 	for _, id := range ids {
 		if cv := c.convs[id]; cv != nil {
+			c.refreshOffset(cv)
 			inf := c.info(cv)
-			inf.Read = cv.read[u.id]
+			if marks, err := c.repo.ReadMarkers(ctx, id); err == nil {
+				inf.Read = marks[u.id]
+			} else {
+				c.log.Warn("read markers", "conv", id, "err", err)
+			}
 			hello.Convs = append(hello.Convs, inf)
 		}
 	}
@@ -364,12 +721,13 @@ func (c *core) onOpen(cmd *command) {
 		}
 	}
 	c.toUser(u.id, hello)
-	// Re-send pending offers to an agent who reconnected.
+	// Re-send pending offers to an agent who reconnected, and positions to
+	// a waiting customer.
 	for _, cv := range c.convs {
-		if cv.offered && cv.offer.AgentID == u.id {
+		if cv.rec.Offer != nil && cv.offer.AgentID == u.id {
 			c.sendOffer(cv)
 		}
-		if cv.queued && cv.customer == u.id {
+		if cv.inQueue && cv.rec.Customer == u.id {
 			c.sendPosition(cv)
 		}
 	}
@@ -391,7 +749,9 @@ func (c *core) onClose(cmd *command) {
 	if u.role == auth.RoleAgent {
 		// Offline now: no new offers. The assigner's OfflineGrace keeps the
 		// agent's conversations until the grace period ends.
-		_ = c.asg.SetPresence(u.id, router.Offline)
+		if err := c.asg.SetPresence(u.id, router.Offline); err != nil && !errors.Is(err, router.ErrUnknownAgent) {
+			c.log.Warn("agent presence", "agent", u.id, "err", err)
+		}
 		c.q.SetWorkers(c.onlineAgents())
 	}
 }
@@ -410,9 +770,7 @@ func (c *core) onEnvelope(cmd *command) {
 	case protocol.TypeStart:
 		c.onStart(cmd, u)
 	case protocol.TypeMessage:
-		c.onMessage(cmd, u)
-	case protocol.TypeRead:
-		c.onRead(cmd, u)
+		c.onFirstMessage(cmd, u)
 	case protocol.TypeCancel:
 		c.onCancel(cmd, u)
 	case protocol.TypeAccept:
@@ -439,47 +797,55 @@ func newConvID() string {
 }
 
 // openConv returns the customer's open conversation, creating and queueing
-// one when there is none.
+// one when there is none. It writes the record (with its queue entry) before
+// anything is announced.
 func (c *core) openConv(cmd *command, u *user, entry string) (*conv, bool) {
 	for id := range u.convs {
-		if cv := c.convs[id]; cv != nil && cv.customer == u.id {
-			if s, ok := c.store.Get(id); ok && s.State != session.Resolved && s.State != session.Closed {
-				return cv, true
-			}
+		if cv := c.convs[id]; cv != nil && cv.rec.Customer == u.id && cv.rec.Open() {
+			return cv, true
 		}
 	}
-	now := time.Now()
-	cv := &conv{
-		id: newConvID(), customer: u.id, custName: u.name, tier: tierIndex(u.tier), entry: entry,
-		watchers: map[string]struct{}{}, cids: map[string]uint64{}, read: map[string]uint64{},
-	}
-	if entry != "" {
-		cv.skills = []string{entry}
-	}
-	if err := c.q.Push(cv.id, cv.tier, cv.id); err != nil {
-		code := protocol.ErrCodeInternal
-		if errors.Is(err, queue.ErrFull) {
-			code = protocol.ErrCodeQueueFull
-		}
-		c.fail(cmd, code, "", "cannot queue the conversation: %v", err)
+	tier := tierIndex(u.tier)
+	if c.q.LenTier(tier) >= c.cfg.WaitingRoomLimit {
+		c.fail(cmd, protocol.ErrCodeQueueFull, "", "the %s waiting room is full (%d waiting); try again later", tierNames[tier], c.cfg.WaitingRoomLimit)
 		return nil, false
 	}
-	cv.queued = true
-	c.store.Set(cv.id, session.NewConversation(cv.id, now))
-	c.convs[cv.id] = cv
-	u.convs[cv.id] = struct{}{}
-	if pos, err := c.bus.Position(topicConv(cv.id)); err == nil {
-		cv.epoch = pos.Epoch
+	now := time.Now()
+	id := newConvID()
+	rec := &session.Record{
+		ID: id, Partition: partition, Customer: u.id, CustomerName: u.name, Tier: tier, Entry: entry, Epoch: transcriptEpoch,
+		Conversation: *session.NewConversation(id, now),
+		Queue:        &session.QueueEntry{Rank: c.rank, Enqueued: now, Deadline: now.Add(c.cfg.Tiers[tier].MaxWait)},
 	}
-	if err := c.bus.SetTopicOptions(topicConv(cv.id), c.cfg.History); err != nil {
-		c.log.Warn("history options", "err", err)
+	if entry != "" {
+		rec.Skills = []string{entry}
 	}
+	audit := session.AuditEntry{At: now, Actor: u.id, Reason: "opened", To: session.Queued, Version: rec.Conversation.Version}
+	rec.Conversation.History = nil
+	ctx, cancel := c.storeCtx()
+	err := c.repo.Create(ctx, c.fence, rec, audit)
+	cancel()
+	if err != nil {
+		c.checkFenced(err)
+		c.failStore(cmd, "", err)
+		return nil, false
+	}
+	c.rank++
+	cv := &conv{rec: rec}
+	if err := c.q.Requeue(queue.Item[string]{ID: id, Tier: tier, Value: id, Enqueued: now, Deadline: rec.Queue.Deadline}); err != nil {
+		c.log.Error("queue rejected a stored conversation", "conv", id, "err", err)
+		c.fail(cmd, protocol.ErrCodeInternal, id, "could not queue the conversation")
+		return nil, false
+	}
+	cv.inQueue = true
+	c.convs[id] = cv
+	u.convs[id] = struct{}{}
 	if m := c.metrics; m != nil {
-		m.conversations.WithLabelValues(tierNames[cv.tier]).Inc()
+		m.conversations.WithLabelValues(tierNames[tier]).Inc()
 	}
-	cv.frt = c.startSLA(cv, "first_response", c.cfg.Tiers[cv.tier].FirstResponse)
-	c.log.Info("conversation queued", "conv", cv.id, "customer", u.id, "tier", tierNames[cv.tier])
-	q := &protocol.Envelope{Type: protocol.TypeQueued, Conv: cv.id, Tier: tierNames[cv.tier], Entry: entry, Epoch: cv.epoch}
+	cv.frt = c.startSLA(cv, "first_response", now.Add(c.cfg.Tiers[tier].FirstResponse))
+	c.log.Info("conversation queued", "conv", id, "customer", u.id, "tier", tierNames[tier])
+	q := &protocol.Envelope{Type: protocol.TypeQueued, Conv: id, Tier: tierNames[tier], Entry: entry, Epoch: transcriptEpoch}
 	c.fillPosition(cv, q)
 	c.toUser(u.id, q)
 	c.needDrain = true
@@ -491,120 +857,69 @@ func (c *core) onStart(cmd *command, u *user) {
 		c.fail(cmd, protocol.ErrCodeForbidden, "", "only customers start conversations")
 		return
 	}
+	for id := range u.convs {
+		if cv := c.convs[id]; cv != nil && cv.rec.Customer == u.id && cv.rec.Open() {
+			// A second start answers with the open conversation.
+			q := &protocol.Envelope{Type: protocol.TypeQueued, Conv: id, Tier: tierNames[cv.rec.Tier], Entry: cv.rec.Entry, Epoch: transcriptEpoch, State: stateName(cv.rec.Conversation.State), Offset: cv.offset}
+			c.fillPosition(cv, q)
+			c.toUser(u.id, q)
+			return
+		}
+	}
 	c.openConv(cmd, u, cmd.Env.Entry)
 }
 
-// member reports whether u may write to or read cv.
-func (c *core) member(cv *conv, u *user) bool {
-	if cv.customer == u.id || cv.agent == u.id {
-		return true
+// onFirstMessage handles a customer's message without conv: it opens (or
+// finds) the conversation and hands the message to the data plane.
+func (c *core) onFirstMessage(cmd *command, u *user) {
+	e := cmd.Env
+	if u.role != auth.RoleCustomer {
+		c.fail(cmd, protocol.ErrCodeBadRequest, "", "message needs a conversation")
+		return
 	}
-	_, w := cv.watchers[u.id]
-	return w
+	cv, ok := c.openConv(cmd, u, e.Entry)
+	if !ok {
+		return
+	}
+	e.Conv = cv.id()
+	c.data.submit(cmd.Node, cmd.Conn, sender{id: u.id, role: u.role, name: u.name}, e)
 }
 
-func (c *core) onMessage(cmd *command, u *user) {
+// onStored is the data plane's report of a stored message: it moves the
+// conversation's offset and its response clocks.
+func (c *core) onStored(cmd *command) {
 	e := cmd.Env
-	if e.Text == "" {
-		c.fail(cmd, protocol.ErrCodeBadRequest, e.Conv, "message needs text")
+	cv := c.convs[e.Conv]
+	if cv == nil {
 		return
 	}
-	if e.ID == "" {
-		c.fail(cmd, protocol.ErrCodeBadRequest, e.Conv, "message needs a client id")
-		return
+	if e.Offset > cv.offset {
+		cv.offset = e.Offset
 	}
-	var cv *conv
-	if e.Conv == "" {
-		if u.role != auth.RoleCustomer {
-			c.fail(cmd, protocol.ErrCodeBadRequest, "", "message needs a conversation")
-			return
-		}
-		var ok bool
-		if cv, ok = c.openConv(cmd, u, e.Entry); !ok {
-			return
-		}
-	} else {
-		cv = c.convs[e.Conv]
-		if cv == nil {
-			c.fail(cmd, protocol.ErrCodeNoConversation, e.Conv, "no such conversation")
-			return
-		}
-		if !c.member(cv, u) || (u.role == auth.RoleSupervisor && cv.agent != u.id) {
-			c.fail(cmd, protocol.ErrCodeNotParticipant, e.Conv, "you are not a participant of this conversation")
-			return
-		}
-	}
-	// A retried send with a known client ID is acknowledged again, not re-published.
-	if off, dup := cv.cids[e.ID]; dup {
-		c.toUser(u.id, &protocol.Envelope{Type: protocol.TypeAck, Conv: cv.id, ID: e.ID, Offset: off, Epoch: cv.epoch})
-		return
-	}
-	snap, ok := c.store.Get(cv.id)
-	if !ok || snap.State == session.Closed || snap.State == session.Resolved {
-		c.fail(cmd, protocol.ErrCodeNoConversation, cv.id, "conversation is %s; send a message without conv to start a new one", stateName(snapState(snap)))
-		return
-	}
-	now := time.Now()
-	msg := &protocol.Envelope{Type: protocol.TypeMessage, Conv: cv.id, ID: e.ID, From: u.id, Name: u.name, Role: u.role, Text: e.Text, TS: now.UnixMilli(), Traceparent: e.Traceparent, Tracestate: e.Tracestate}
-	pub, err := c.bus.Publish(topicConv(cv.id), protocol.MustEncode(msg))
-	if err != nil {
-		c.fail(cmd, protocol.ErrCodeInternal, cv.id, "message not stored: %v", err)
-		return
-	}
-	cv.offset, cv.epoch = pub.Offset, pub.Epoch
-	cv.cids[e.ID] = pub.Offset
-	cv.cidOrder = append(cv.cidOrder, e.ID)
-	if len(cv.cidOrder) > maxClientIDs {
-		delete(cv.cids, cv.cidOrder[0])
-		cv.cidOrder = cv.cidOrder[1:]
-	}
-	if cv.read[u.id] < pub.Offset {
-		cv.read[u.id] = pub.Offset
-	}
-	c.toUser(u.id, &protocol.Envelope{Type: protocol.TypeAck, Conv: cv.id, ID: e.ID, Offset: pub.Offset, Epoch: pub.Epoch})
-
-	ctx := observe.Extract(context.Background(), observe.MapCarrier{"traceparent": e.Traceparent, "tracestate": e.Tracestate})
-	c.log.DebugContext(ctx, "message", "conv", cv.id, "from", u.id, "offset", pub.Offset)
-
+	at := time.UnixMilli(e.TS)
+	r := cv.rec
 	switch {
-	case u.id == cv.customer:
-		if snap.State != session.Queued && snap.State != session.Offered {
-			_, _ = session.Transition(c.store, cv.id, session.Change{Event: session.CustomerReply, Actor: u.id, At: now})
-			if cv.nrt == nil && cv.agent != "" && cv.frt == nil {
-				cv.nrt = c.startSLA(cv, "next_response", c.cfg.Tiers[cv.tier].NextResponse)
+	case cmd.User == r.Customer:
+		if cv.unanswered.IsZero() {
+			cv.unanswered = at
+		}
+		if r.Conversation.Assignee != "" && cv.frt == nil && cv.nrt == nil && !cv.firstAnswer.IsZero() {
+			cv.nrt = c.startSLA(cv, "next_response", at.Add(c.cfg.Tiers[r.Tier].NextResponse))
+		}
+		if r.Conversation.State == session.Pending {
+			if err := c.update(cv, "customer-reply", apply(session.Change{Event: session.CustomerReply, Actor: cmd.User, At: at})); err != nil {
+				c.log.Warn("customer reply", "conv", r.ID, "err", err)
 			}
-		} else if snap.OldestUnansweredCustomerMessage.IsZero() {
-			_, _ = session.Transition(c.store, cv.id, session.Change{Event: session.CustomerReply, Actor: u.id, At: now})
 		}
-	case u.id == cv.agent:
-		if _, err := session.Transition(c.store, cv.id, session.Change{Event: session.AgentReply, Actor: u.id, At: now}); err != nil {
-			c.log.Debug("agent reply transition", "err", err)
+	case cmd.User == r.Conversation.Assignee:
+		if cv.firstAnswer.IsZero() {
+			cv.firstAnswer = at
 		}
+		cv.unanswered = time.Time{}
 		cv.frt.stop()
 		cv.frt = nil
 		cv.nrt.stop()
 		cv.nrt = nil
-	}
-}
-
-func (c *core) onRead(cmd *command, u *user) {
-	e := cmd.Env
-	cv := c.convs[e.Conv]
-	if cv == nil || !c.member(cv, u) {
-		c.fail(cmd, protocol.ErrCodeNotParticipant, e.Conv, "you are not a participant of this conversation")
-		return
-	}
-	if e.Offset <= cv.read[u.id] {
-		return
-	}
-	if e.Offset > cv.offset {
-		c.fail(cmd, protocol.ErrCodeBadRequest, e.Conv, "read offset %d is beyond the last message %d", e.Offset, cv.offset)
-		return
-	}
-	cv.read[u.id] = e.Offset
-	ev := &protocol.Envelope{Type: protocol.TypeRead, Conv: cv.id, From: u.id, Role: u.role, Offset: e.Offset, TS: time.Now().UnixMilli()}
-	if _, err := c.bus.Publish(topicEph(cv.id), protocol.MustEncode(ev)); err != nil {
-		c.log.Warn("publish read", "err", err)
 	}
 }
 
@@ -614,11 +929,13 @@ func (c *core) convFor(cmd *command, u *user) *conv {
 		c.fail(cmd, protocol.ErrCodeNoConversation, cmd.Env.Conv, "no such conversation")
 		return nil
 	}
-	if !c.member(cv, u) && u.role != auth.RoleSupervisor {
-		c.fail(cmd, protocol.ErrCodeNotParticipant, cv.id, "you are not a participant of this conversation")
-		return nil
-	}
 	return cv
+}
+
+// isParticipant reports whether u is the conversation's customer or
+// assigned agent (watchers are not participants).
+func isParticipant(cv *conv, u *user) bool {
+	return cv.rec.Customer == u.id || cv.rec.Conversation.Assignee == u.id
 }
 
 func (c *core) onCancel(cmd *command, u *user) {
@@ -626,50 +943,53 @@ func (c *core) onCancel(cmd *command, u *user) {
 	if cv == nil {
 		return
 	}
-	if cv.customer != u.id {
-		c.fail(cmd, protocol.ErrCodeForbidden, cv.id, "only the customer can leave the queue")
+	if cv.rec.Customer != u.id {
+		c.fail(cmd, protocol.ErrCodeNotParticipant, cv.id(), "only the conversation's customer can leave the queue")
 		return
 	}
-	snap, _ := c.store.Get(cv.id)
-	if snap == nil || (snap.State != session.Queued && snap.State != session.Offered) {
-		c.fail(cmd, protocol.ErrCodeConflict, cv.id, "conversation is not waiting")
+	if s := cv.rec.Conversation.State; s != session.Queued && s != session.Offered {
+		c.fail(cmd, protocol.ErrCodeConflict, cv.id(), "conversation is not waiting")
 		return
 	}
-	c.finish(cv, u.id, "customer left the queue", session.Close)
+	if err := c.finish(cv, u.id, "customer left the queue", session.Close); err != nil {
+		c.failStore(cmd, cv.id(), err)
+	}
 }
 
 // finish resolves (ev == session.Resolve) or closes a conversation and
-// releases everything it holds.
-func (c *core) finish(cv *conv, actor, reason string, ev session.Event) {
-	if cv.queued {
-		c.q.Cancel(cv.id)
-		cv.queued = false
+// releases everything it holds. The record is written first.
+func (c *core) finish(cv *conv, actor, reason string, ev session.Event) error {
+	st := "resolved"
+	if ev == session.Close || !cv.rec.Conversation.Can(session.Resolve) {
+		ev, st = session.Close, "closed"
 	}
-	if cv.offered || cv.agent != "" {
-		_ = c.asg.Release(cv.id)
+	if err := c.update(cv, "finish", func(r *session.Record) error {
+		r.Queue, r.Offer = nil, nil
+		return r.Conversation.ApplyChange(session.Change{Event: ev, Actor: actor, Reason: reason})
+	}); err != nil {
+		return err
 	}
-	if cv.offered {
-		c.toUser(cv.offer.AgentID, &protocol.Envelope{Type: protocol.TypeOfferExpired, Conv: cv.id, Offer: cv.offer.ID, Message: reason})
-		cv.offered = false
+	if cv.inQueue {
+		c.q.Cancel(cv.id())
+		cv.inQueue = false
 	}
-	if !cv.assignedAt.IsZero() {
-		c.q.RecordService(time.Since(cv.assignedAt))
+	cv.hasItem = false
+	if cv.offer.ID != "" || !cv.rec.AssignedAt.IsZero() {
+		if err := c.asg.Release(cv.id()); err != nil && !errors.Is(err, router.ErrNotAssigned) {
+			c.log.Warn("release", "conv", cv.id(), "err", err)
+		}
+	}
+	if cv.offer.ID != "" {
+		c.toUser(cv.offer.AgentID, &protocol.Envelope{Type: protocol.TypeOfferExpired, Conv: cv.id(), Offer: cv.offer.ID, Message: reason})
+		cv.offer = router.Offer{}
+	}
+	if !cv.rec.AssignedAt.IsZero() {
+		c.q.RecordService(time.Since(cv.rec.AssignedAt))
 	}
 	cv.frt.stop()
 	cv.nrt.stop()
 	cv.frt, cv.nrt = nil, nil
-	st := "resolved"
-	if _, err := session.Transition(c.store, cv.id, session.Change{Event: ev, Actor: actor, Reason: reason}); err != nil {
-		if ev == session.Resolve {
-			// Not resolvable from here (e.g. still queued): close it.
-			_, _ = session.Transition(c.store, cv.id, session.Change{Event: session.Close, Actor: actor, Reason: reason})
-			st = "closed"
-		}
-	}
-	if ev == session.Close {
-		st = "closed"
-	}
-	out := &protocol.Envelope{Type: protocol.TypeResolved, Conv: cv.id, From: actor, State: st, Message: reason, Offset: cv.offset, Epoch: cv.epoch}
+	out := &protocol.Envelope{Type: protocol.TypeResolved, Conv: cv.id(), From: actor, State: st, Message: reason, Offset: cv.offset, Epoch: transcriptEpoch}
 	for _, id := range c.participants(cv) {
 		c.toUser(id, out)
 	}
@@ -677,20 +997,20 @@ func (c *core) finish(cv *conv, actor, reason string, ev session.Event) {
 	if cv.forget == nil {
 		cv.forget = time.AfterFunc(c.cfg.Retention, func() { c.box.post(func() { c.forgetConv(cv) }) })
 	}
+	return nil
 }
 
 // forgetConv drops a finished conversation from memory after the retention
-// period, unless it was reopened in the meantime.
+// period (its record and transcript stay in the store).
 func (c *core) forgetConv(cv *conv) {
-	if snap, ok := c.store.Get(cv.id); ok && snap.State != session.Resolved && snap.State != session.Closed {
+	if cv.rec.Open() {
 		cv.forget = nil
 		return
 	}
-	delete(c.convs, cv.id)
-	c.store.Delete(cv.id)
+	delete(c.convs, cv.id())
 	for _, id := range c.participants(cv) {
 		if u := c.users[id]; u != nil {
-			delete(u.convs, cv.id)
+			delete(u.convs, cv.id())
 			c.dropIdleUser(u)
 		}
 	}
@@ -709,12 +1029,17 @@ func (c *core) onResolve(cmd *command, u *user) {
 	if cv == nil {
 		return
 	}
-	snap, _ := c.store.Get(cv.id)
-	if snap == nil || snap.State == session.Resolved || snap.State == session.Closed {
-		c.fail(cmd, protocol.ErrCodeConflict, cv.id, "conversation is already resolved")
+	if !isParticipant(cv, u) {
+		c.fail(cmd, protocol.ErrCodeNotParticipant, cv.id(), "only the customer or the assigned agent can resolve")
 		return
 	}
-	c.finish(cv, u.id, "resolved by "+u.role, session.Resolve)
+	if !cv.rec.Open() {
+		c.fail(cmd, protocol.ErrCodeConflict, cv.id(), "conversation is already %s", stateName(cv.rec.Conversation.State))
+		return
+	}
+	if err := c.finish(cv, u.id, "resolved by "+u.role, session.Resolve); err != nil {
+		c.failStore(cmd, cv.id(), err)
+	}
 }
 
 func (c *core) onAccept(cmd *command, u *user) {
@@ -724,40 +1049,46 @@ func (c *core) onAccept(cmd *command, u *user) {
 		c.fail(cmd, protocol.ErrCodeForbidden, e.Conv, "only agents accept offers")
 		return
 	}
-	if cv == nil || !cv.offered || cv.offer.AgentID != u.id || (e.Offer != "" && e.Offer != cv.offer.ID) {
+	if cv == nil || cv.rec.Offer == nil || cv.offer.AgentID != u.id || (e.Offer != "" && e.Offer != cv.offer.ID) {
 		c.fail(cmd, protocol.ErrCodeOfferGone, e.Conv, "this offer is no longer pending")
 		return
 	}
-	if err := c.asg.Accept(cv.offer.ID); err != nil {
-		c.fail(cmd, protocol.ErrCodeOfferGone, e.Conv, "offer not accepted: %v", err)
+	now := time.Now()
+	if err := c.update(cv, "accept", func(r *session.Record) error {
+		r.Offer, r.Queue = nil, nil
+		r.AssignedAt = now
+		r.Conversation.Missed = nil
+		return r.Conversation.ApplyChange(session.Change{Event: session.Accept, Actor: u.id, Agent: u.id, At: now})
+	}); err != nil {
+		c.failStore(cmd, cv.id(), err)
 		return
 	}
-	if _, err := session.Transition(c.store, cv.id, session.Change{Event: session.Accept, Actor: u.id, Agent: u.id}); err != nil {
-		c.log.Warn("accept transition", "conv", cv.id, "err", err)
-	}
-	prev := cv.agent
-	cv.offered = false
-	cv.agent = u.id
-	cv.missed = nil
-	cv.assignedAt = time.Now()
-	u.convs[cv.id] = struct{}{}
-	if prev != "" && prev != u.id {
-		if pu := c.users[prev]; pu != nil {
-			delete(pu.convs, cv.id)
+	// The record says accepted; make the assigner agree even if the offer
+	// timed out meanwhile (its capacity was reserved for this agent).
+	if err := c.asg.Accept(cv.offer.ID); err != nil {
+		if err := c.asg.AssignManual(cv.id(), u.id, true); err != nil {
+			c.log.Error("assigner disagrees with the record", "conv", cv.id(), "err", err)
 		}
-		c.toUser(prev, &protocol.Envelope{Type: protocol.TypeTransferred, Conv: cv.id, To: u.id, Agent: u.id})
 	}
-	out := &protocol.Envelope{Type: protocol.TypeAssigned, Conv: cv.id, Agent: u.id, Name: u.name, Customer: cv.customer, Tier: tierNames[cv.tier], Offset: cv.offset, Epoch: cv.epoch}
+	cv.offer = router.Offer{}
+	cv.hasItem = false
+	u.convs[cv.id()] = struct{}{}
+	c.announceAssigned(cv, u.id, u.name, "")
+	c.log.Info("conversation assigned", "conv", cv.id(), "agent", u.id)
+}
+
+func (c *core) announceAssigned(cv *conv, agent, name, msg string) {
+	c.refreshOffset(cv)
+	out := &protocol.Envelope{Type: protocol.TypeAssigned, Conv: cv.id(), Agent: agent, Name: name, Customer: cv.rec.Customer, Tier: tierNames[cv.rec.Tier], Offset: cv.offset, Epoch: transcriptEpoch, Message: msg}
 	for _, id := range c.participants(cv) {
 		c.toUser(id, out)
 	}
-	c.log.Info("conversation assigned", "conv", cv.id, "agent", u.id)
 }
 
 func (c *core) onDecline(cmd *command, u *user) {
 	e := cmd.Env
 	cv := c.convs[e.Conv]
-	if cv == nil || !cv.offered || cv.offer.AgentID != u.id {
+	if cv == nil || cv.rec.Offer == nil || cv.offer.AgentID != u.id || (e.Offer != "" && e.Offer != cv.offer.ID) {
 		c.fail(cmd, protocol.ErrCodeOfferGone, e.Conv, "this offer is no longer pending")
 		return
 	}
@@ -766,9 +1097,23 @@ func (c *core) onDecline(cmd *command, u *user) {
 		c.fail(cmd, protocol.ErrCodeOfferGone, e.Conv, "offer not declined: %v", err)
 		return
 	}
-	_, _ = session.Transition(c.store, cv.id, session.Change{Event: session.Decline, Actor: u.id})
-	cv.offered = false
-	cv.missed = retry.Exclude
+	c.offerEnded(cv, retry, u.id, "declined")
+}
+
+// offerEnded records that cv's offer ended without acceptance and offers it
+// to the next agent, or puts it back at its place in the queue.
+func (c *core) offerEnded(cv *conv, retry router.Request, actor, reason string) {
+	ev := session.Decline
+	if reason != "declined" {
+		ev = session.Expire
+	}
+	if err := c.update(cv, "offer-ended", func(r *session.Record) error {
+		r.Offer = nil
+		return r.Conversation.ApplyChange(session.Change{Event: ev, Actor: actor, Reason: reason})
+	}); err != nil {
+		c.log.Warn("offer end not recorded", "conv", cv.id(), "err", err)
+	}
+	cv.offer = router.Offer{}
 	c.reoffer(cv, retry)
 }
 
@@ -803,64 +1148,106 @@ func (c *core) onTransfer(cmd *command, u *user) {
 	if cv == nil {
 		return
 	}
-	if u.role != auth.RoleSupervisor && cv.agent != u.id {
-		c.fail(cmd, protocol.ErrCodeForbidden, cv.id, "only the assigned agent or a supervisor can transfer")
+	from := cv.rec.Conversation.Assignee
+	if u.role != auth.RoleSupervisor && from != u.id {
+		c.fail(cmd, protocol.ErrCodeForbidden, cv.id(), "only the assigned agent or a supervisor can transfer")
 		return
 	}
-	if cv.agent == "" {
-		c.fail(cmd, protocol.ErrCodeConflict, cv.id, "conversation is not assigned")
+	if from == "" {
+		c.fail(cmd, protocol.ErrCodeConflict, cv.id(), "conversation is not assigned")
 		return
 	}
-	from := cv.agent
 	if e.To == "" {
-		// Back to the queue, at the front of its tier.
-		_ = c.asg.Release(cv.id)
-		_, _ = session.Transition(c.store, cv.id, session.Change{Event: session.Requeue, Actor: u.id, Reason: "transferred to queue"})
-		if pu := c.users[from]; pu != nil {
-			delete(pu.convs, cv.id)
-		}
-		cv.agent = ""
-		// Whoever sent it back is not offered it again (sticky routing
-		// would otherwise prefer them).
-		cv.missed = append(cv.missed, from)
-		c.requeue(cv)
-		out := &protocol.Envelope{Type: protocol.TypeTransferred, Conv: cv.id, From: from, State: "queued"}
-		c.toUser(from, out)
-		c.toUser(cv.customer, out)
-		for w := range cv.watchers {
-			c.toUser(w, out)
-		}
+		c.backToQueue(cv, u.id, "transferred to queue", "")
 		return
 	}
 	if e.To == from {
-		c.fail(cmd, protocol.ErrCodeBadRequest, cv.id, "conversation is already with %s", e.To)
+		c.fail(cmd, protocol.ErrCodeBadRequest, cv.id(), "conversation is already with %s", e.To)
 		return
 	}
-	if err := c.asg.Transfer(cv.id, e.To); err != nil {
-		code := protocol.ErrCodeBadRequest
-		if errors.Is(err, router.ErrAtCapacity) || errors.Is(err, router.ErrAgentOffline) {
-			code = protocol.ErrCodeNoAgent
+	to, known := c.asg.Agent(e.To)
+	if !known {
+		c.fail(cmd, protocol.ErrCodeNoAgent, cv.id(), "no agent %q", e.To)
+		return
+	}
+	if to.Presence == router.Offline || (to.Capacity > 0 && to.Active+to.Reserved >= to.Capacity) {
+		c.fail(cmd, protocol.ErrCodeNoAgent, cv.id(), "agent %s is %s or at capacity", e.To, to.Presence)
+		return
+	}
+	now := time.Now()
+	if err := c.update(cv, "transfer", func(r *session.Record) error {
+		if err := r.Conversation.ApplyChange(session.Change{Event: session.Transfer, Actor: u.id, Agent: e.To, Reason: "transfer", At: now}); err != nil {
+			return err
 		}
-		c.fail(cmd, code, cv.id, "transfer failed: %v", err)
+		r.AssignedAt = now
+		return r.Conversation.ApplyChange(session.Change{Event: session.Accept, Actor: e.To, Agent: e.To, At: now})
+	}); err != nil {
+		c.failStore(cmd, cv.id(), err)
 		return
 	}
-	_, _ = session.Transition(c.store, cv.id, session.Change{Event: session.Transfer, Actor: u.id, Agent: e.To, Reason: "transfer"})
-	_, _ = session.Transition(c.store, cv.id, session.Change{Event: session.Accept, Actor: e.To, Agent: e.To})
+	if err := c.asg.Transfer(cv.id(), e.To); err != nil {
+		if err := c.asg.AssignManual(cv.id(), e.To, true); err != nil {
+			c.log.Error("assigner disagrees with the record", "conv", cv.id(), "err", err)
+		}
+	}
 	if pu := c.users[from]; pu != nil {
-		delete(pu.convs, cv.id)
+		delete(pu.convs, cv.id())
 	}
-	cv.agent = e.To
-	cv.assignedAt = time.Now()
-	to := c.users[e.To]
 	name := e.To
-	if to != nil {
-		to.convs[cv.id] = struct{}{}
-		name = to.name
+	if tu := c.users[e.To]; tu != nil {
+		tu.convs[cv.id()] = struct{}{}
+		name = tu.name
 	}
-	c.toUser(from, &protocol.Envelope{Type: protocol.TypeTransferred, Conv: cv.id, From: from, To: e.To})
-	out := &protocol.Envelope{Type: protocol.TypeAssigned, Conv: cv.id, Agent: e.To, Name: name, Customer: cv.customer, Tier: tierNames[cv.tier], Offset: cv.offset, Epoch: cv.epoch, Message: "transferred from " + from}
-	for _, id := range c.participants(cv) {
-		c.toUser(id, out)
+	out := &protocol.Envelope{Type: protocol.TypeTransferred, Conv: cv.id(), From: from, To: e.To, Agent: e.To}
+	c.toUser(from, out)
+	c.toUser(cv.rec.Customer, out)
+	for _, w := range cv.rec.Watchers {
+		c.toUser(w, out)
+	}
+	c.announceAssigned(cv, e.To, name, "transferred from "+from)
+}
+
+// backToQueue takes cv from its agent and puts it back at the front of its
+// tier (an agent's or supervisor's transfer to the queue, or the agent's
+// grace period ran out).
+func (c *core) backToQueue(cv *conv, actor, reason, msg string) {
+	from := cv.rec.Conversation.Assignee
+	if err := c.update(cv, "requeue", func(r *session.Record) error {
+		// The front of its tier: its original waiting-room deadline (the
+		// queue serves earliest deadline first), extended to at least a
+		// tenth of the tier's wait when it has passed, and a rank below
+		// every rank handed out.
+		wait := c.cfg.Tiers[r.Tier].MaxWait
+		dl := r.Conversation.Created.Add(wait)
+		if floor := time.Now().Add(wait / 10); dl.Before(floor) {
+			dl = floor
+		}
+		r.Queue = &session.QueueEntry{Rank: -c.rank, Enqueued: r.Conversation.Created, Deadline: dl}
+		r.AssignedAt = time.Time{}
+		// Whoever had it is not offered it again (sticky routing would
+		// otherwise prefer them).
+		if err := r.Conversation.ApplyChange(session.Change{Event: session.Requeue, Actor: actor, Reason: reason}); err != nil {
+			return err
+		}
+		r.Conversation.Missed = append(r.Conversation.Missed, from)
+		return nil
+	}); err != nil {
+		c.log.Error("requeue not recorded", "conv", cv.id(), "err", err)
+		return
+	}
+	c.rank++
+	if err := c.asg.Release(cv.id()); err != nil && !errors.Is(err, router.ErrNotAssigned) {
+		c.log.Warn("release", "conv", cv.id(), "err", err)
+	}
+	if pu := c.users[from]; pu != nil {
+		delete(pu.convs, cv.id())
+	}
+	c.requeue(cv)
+	out := &protocol.Envelope{Type: protocol.TypeTransferred, Conv: cv.id(), From: from, State: "queued", Message: msg}
+	c.toUser(from, out)
+	c.toUser(cv.rec.Customer, out)
+	for _, w := range cv.rec.Watchers {
+		c.toUser(w, out)
 	}
 }
 
@@ -874,35 +1261,54 @@ func (c *core) onWatch(cmd *command, u *user) {
 		c.fail(cmd, protocol.ErrCodeNoConversation, cmd.Env.Conv, "no such conversation")
 		return
 	}
+	watching := slices.Contains(cv.rec.Watchers, u.id)
 	if cmd.Env.Type == protocol.TypeUnwatch {
-		delete(cv.watchers, u.id)
-		delete(u.convs, cv.id)
-		c.toUser(u.id, &protocol.Envelope{Type: protocol.TypeUnwatch, Conv: cv.id})
+		if watching {
+			if err := c.update(cv, "unwatch", func(r *session.Record) error {
+				r.Watchers = slices.DeleteFunc(r.Watchers, func(w string) bool { return w == u.id })
+				return nil
+			}); err != nil {
+				c.failStore(cmd, cv.id(), err)
+				return
+			}
+		}
+		delete(u.convs, cv.id())
+		c.toUser(u.id, &protocol.Envelope{Type: protocol.TypeUnwatch, Conv: cv.id()})
 		return
 	}
-	cv.watchers[u.id] = struct{}{}
-	u.convs[cv.id] = struct{}{}
+	if !watching {
+		if err := c.update(cv, "watch", func(r *session.Record) error {
+			r.Watchers = append(r.Watchers, u.id)
+			return nil
+		}); err != nil {
+			c.failStore(cmd, cv.id(), err)
+			return
+		}
+	}
+	u.convs[cv.id()] = struct{}{}
+	c.refreshOffset(cv)
 	inf := c.info(cv)
-	c.toUser(u.id, &protocol.Envelope{Type: protocol.TypeWatch, Conv: cv.id, State: inf.State, Agent: cv.agent, Customer: cv.customer, Tier: inf.Tier, Offset: cv.offset, Epoch: cv.epoch})
+	c.toUser(u.id, &protocol.Envelope{Type: protocol.TypeWatch, Conv: cv.id(), State: inf.State, Agent: inf.Agent, Customer: cv.rec.Customer, Tier: inf.Tier, Offset: cv.offset, Epoch: transcriptEpoch})
 }
 
 // --- queue and assignment ---
 
+// requeue puts cv back in the waiting queue at the place its record says.
 func (c *core) requeue(cv *conv) {
-	if cv.hasItem {
-		if err := c.q.Requeue(cv.item); err == nil {
-			cv.hasItem = false
-			cv.queued = true
-			c.needDrain = true
-			c.sendPosition(cv)
-			return
-		}
-	}
-	if err := c.q.Push(cv.id, cv.tier, cv.id); err != nil {
-		c.log.Error("requeue failed", "conv", cv.id, "err", err)
+	qe := cv.rec.Queue
+	if qe == nil {
 		return
 	}
-	cv.queued = true
+	it := queue.Item[string]{ID: cv.id(), Tier: cv.rec.Tier, Value: cv.id(), Enqueued: qe.Enqueued, Deadline: qe.Deadline, Retried: qe.Retried, Escalated: qe.Escalated}
+	if cv.hasItem && cv.item.Enqueued.Equal(qe.Enqueued) {
+		it = cv.item // keeps its push order: the front of its tier
+	}
+	if err := c.q.Requeue(it); err != nil {
+		c.log.Error("requeue failed", "conv", cv.id(), "err", err)
+		return
+	}
+	cv.hasItem = false
+	cv.inQueue = true
 	c.needDrain = true
 	c.sendPosition(cv)
 }
@@ -910,51 +1316,68 @@ func (c *core) requeue(cv *conv) {
 // drain hands waiting conversations to agents with free capacity, in queue
 // order, until no agent can take any of them.
 func (c *core) drain() {
-	var back []queue.Item[string]
+	var back []*conv
 	n := c.q.Len()
-	for i := 0; i < n; i++ {
+	storeDown := false
+	for i := 0; i < n && !storeDown; i++ {
 		it, ok := c.q.TryPop()
 		if !ok {
 			break
 		}
 		cv := c.convs[it.Value]
-		if cv == nil || !cv.queued {
+		if cv == nil || !cv.inQueue {
 			continue
 		}
-		cv.queued = false
+		cv.inQueue = false
 		cv.item, cv.hasItem = it, true
-		offer, err := c.asg.Offer(router.Request{ConversationID: cv.id, CustomerID: cv.customer, RequiredSkills: cv.skills, Exclude: cv.missed, WaitingSince: it.Enqueued})
+		offer, err := c.asg.Offer(router.Request{ConversationID: cv.id(), CustomerID: cv.rec.Customer, RequiredSkills: cv.rec.Skills, Exclude: cv.rec.Conversation.Missed, WaitingSince: it.Enqueued})
 		if err != nil {
-			back = append(back, it)
-			cv.queued = true
-			if errors.Is(err, router.ErrNoAgent) && len(cv.skills) == 0 && len(cv.missed) == 0 {
+			back = append(back, cv)
+			if errors.Is(err, router.ErrNoAgent) && len(cv.rec.Skills) == 0 && len(cv.rec.Conversation.Missed) == 0 {
 				break // nobody can take anything now
 			}
 			continue
 		}
-		c.offered(cv, offer)
-	}
-	for _, it := range back {
-		if err := c.q.Requeue(it); err != nil {
-			c.log.Error("requeue failed", "conv", it.Value, "err", err)
+		if err := c.offered(cv, offer); err != nil {
+			storeDown = true
+			back = append(back, cv)
 		}
+	}
+	for _, cv := range back {
+		if err := c.q.Requeue(cv.item); err != nil {
+			c.log.Error("requeue failed", "conv", cv.id(), "err", err)
+			continue
+		}
+		cv.hasItem, cv.inQueue = false, true
+	}
+	if storeDown {
+		c.retryDrainLater()
 	}
 }
 
-func (c *core) offered(cv *conv, offer router.Offer) {
-	cv.offer, cv.offered = offer, true
-	if _, err := session.Transition(c.store, cv.id, session.Change{Event: session.Offer, Actor: "router", Agent: offer.AgentID}); err != nil {
-		c.log.Warn("offer transition", "conv", cv.id, "err", err)
+// offered records the offer (before announcing it); on a store failure the
+// offer is withdrawn and an error returned.
+func (c *core) offered(cv *conv, offer router.Offer) error {
+	if err := c.update(cv, "offer", func(r *session.Record) error {
+		r.Offer = &session.OfferRecord{ID: offer.ID, Agent: offer.AgentID, Expires: offer.ExpiresAt}
+		return r.Conversation.ApplyChange(session.Change{Event: session.Offer, Actor: "router", Agent: offer.AgentID})
+	}); err != nil {
+		if rerr := c.asg.Release(cv.id()); rerr != nil {
+			c.log.Warn("withdraw offer", "conv", cv.id(), "err", rerr)
+		}
+		return err
 	}
+	cv.offer = offer
 	c.sendOffer(cv)
 	// The customer is next: an agent is looking at the conversation.
-	c.toUser(cv.customer, &protocol.Envelope{Type: protocol.TypePosition, Conv: cv.id, Tier: tierNames[cv.tier], State: "offered"})
+	c.toUser(cv.rec.Customer, &protocol.Envelope{Type: protocol.TypePosition, Conv: cv.id(), Tier: tierNames[cv.rec.Tier], State: "offered"})
+	return nil
 }
 
 func (c *core) sendOffer(cv *conv) {
 	c.toUser(cv.offer.AgentID, &protocol.Envelope{
-		Type: protocol.TypeOffer, Conv: cv.id, Offer: cv.offer.ID, Customer: cv.customer, Name: cv.custName,
-		Tier: tierNames[cv.tier], Entry: cv.entry, Expires: cv.offer.ExpiresAt.UnixMilli(),
+		Type: protocol.TypeOffer, Conv: cv.id(), Offer: cv.offer.ID, Customer: cv.rec.Customer, Name: cv.rec.CustomerName,
+		Tier: tierNames[cv.rec.Tier], Entry: cv.rec.Entry, Expires: cv.offer.ExpiresAt.UnixMilli(),
 	})
 }
 
@@ -964,87 +1387,111 @@ func (c *core) reoffer(cv *conv, retry router.Request) {
 		c.requeue(cv)
 		return
 	}
-	c.offered(cv, offer)
+	if err := c.offered(cv, offer); err != nil {
+		c.requeue(cv)
+		c.retryDrainLater()
+	}
 }
 
 func (c *core) onOfferExpired(e router.ExpiredOffer) {
 	cv := c.convs[e.Offer.ConversationID]
-	if cv == nil || !cv.offered || cv.offer.ID != e.Offer.ID {
+	if cv == nil || cv.offer.ID != e.Offer.ID {
 		return
 	}
-	cv.offered = false
-	cv.missed = e.Retry.Exclude
-	_, _ = session.Transition(c.store, cv.id, session.Change{Event: session.Expire, Actor: "router", Reason: e.Reason.String()})
-	c.toUser(e.Offer.AgentID, &protocol.Envelope{Type: protocol.TypeOfferExpired, Conv: cv.id, Offer: e.Offer.ID, Message: e.Reason.String()})
-	c.log.Info("offer missed", "conv", cv.id, "agent", e.Offer.AgentID, "reason", e.Reason.String())
-	c.reoffer(cv, e.Retry)
+	c.toUser(e.Offer.AgentID, &protocol.Envelope{Type: protocol.TypeOfferExpired, Conv: cv.id(), Offer: e.Offer.ID, Message: e.Reason.String()})
+	c.log.Info("offer missed", "conv", cv.id(), "agent", e.Offer.AgentID, "reason", e.Reason.String())
+	c.offerEnded(cv, e.Retry, "router", e.Reason.String())
 }
 
 func (c *core) onAgentOffline(e router.AgentOffline) {
 	for _, id := range e.Conversations {
 		cv := c.convs[id]
-		if cv == nil || cv.agent != e.AgentID {
+		if cv == nil || cv.rec.Conversation.Assignee != e.AgentID {
 			continue
 		}
-		_, _ = session.Transition(c.store, cv.id, session.Change{Event: session.Requeue, Actor: "system", Reason: "agent offline"})
-		if u := c.users[e.AgentID]; u != nil {
-			delete(u.convs, cv.id)
-		}
-		cv.agent = ""
-		c.requeue(cv)
-		out := &protocol.Envelope{Type: protocol.TypeTransferred, Conv: cv.id, From: e.AgentID, State: "queued", Message: "agent disconnected"}
-		c.toUser(cv.customer, out)
-		for w := range cv.watchers {
-			c.toUser(w, out)
-		}
-		c.log.Info("conversation requeued", "conv", cv.id, "agent", e.AgentID)
+		c.backToQueue(cv, "system", "agent offline", "agent disconnected")
+		c.log.Info("conversation requeued", "conv", cv.id(), "agent", e.AgentID)
 	}
 }
 
-func (c *core) onQueueDeadline(it queue.Item[any], action string) {
-	id, _ := it.Value.(string)
+func (c *core) onQueueDeadline(it queue.Item[string], action string) {
+	id := it.Value
 	cv := c.convs[id]
-	if cv == nil {
+	if cv == nil || cv.rec.Queue == nil {
 		return
 	}
-	if m := c.metrics; m != nil {
-		m.queueTimeouts.WithLabelValues(tierNames[cv.tier], action).Inc()
-	}
-	c.toSupervisors(&protocol.Envelope{Type: protocol.TypeSLA, Conv: cv.id, Tier: tierNames[cv.tier], Kind: "queue_wait", State: action, Customer: cv.customer, Name: cv.custName})
 	if action == "drop" {
-		cv.queued = false
-		c.finish(cv, "system", "no agent became available in time", session.Close)
+		cv.inQueue = false
+		if err := c.finish(cv, "system", "no agent became available in time", session.Close); err != nil {
+			c.log.Error("queue deadline not recorded", "conv", id, "err", err)
+		}
+	} else if err := c.update(cv, "queue-deadline", func(r *session.Record) error {
+		r.Queue.Deadline, r.Queue.Retried, r.Queue.Escalated = it.Deadline, it.Retried, it.Escalated
+		return nil
+	}); err != nil {
+		c.log.Error("queue deadline not recorded", "conv", id, "err", err)
 	}
+	if action == "retry" {
+		return // a fresh deadline, nothing to tell anyone
+	}
+	if m := c.metrics; m != nil {
+		m.queueTimeouts.WithLabelValues(tierNames[cv.rec.Tier], action).Inc()
+	}
+	c.toSupervisors(&protocol.Envelope{Type: protocol.TypeSLA, Conv: cv.id(), Tier: tierNames[cv.rec.Tier], Kind: "queue_wait", State: action, Customer: cv.rec.Customer, Name: cv.rec.CustomerName})
 }
 
 func (c *core) fillPosition(cv *conv, e *protocol.Envelope) {
-	if pos, ok := c.q.Position(cv.id); ok {
+	if pos, ok := c.q.Position(cv.id()); ok {
 		e.Position = pos.Overall + 1
 		e.InTier = pos.InTier + 1
 	}
-	if w, ok := c.q.EstimatedWait(cv.id); ok {
+	if w, ok := c.q.EstimatedWait(cv.id()); ok {
 		e.ETAMs = w.Milliseconds()
 	}
 }
 
 func (c *core) sendPosition(cv *conv) {
-	e := &protocol.Envelope{Type: protocol.TypePosition, Conv: cv.id, Tier: tierNames[cv.tier]}
+	e := &protocol.Envelope{Type: protocol.TypePosition, Conv: cv.id(), Tier: tierNames[cv.rec.Tier]}
 	c.fillPosition(cv, e)
 	if e.Position > 0 {
-		c.toUser(cv.customer, e)
+		c.toUser(cv.rec.Customer, e)
 	}
 }
 
 func (c *core) onPositions(ups []queue.PositionUpdate) {
 	for _, up := range ups {
 		cv := c.convs[up.ID]
-		if cv == nil || !cv.queued {
+		if cv == nil || !cv.inQueue {
 			continue
 		}
-		c.toUser(cv.customer, &protocol.Envelope{
-			Type: protocol.TypePosition, Conv: cv.id, Tier: tierNames[cv.tier],
+		c.toUser(cv.rec.Customer, &protocol.Envelope{
+			Type: protocol.TypePosition, Conv: cv.id(), Tier: tierNames[cv.rec.Tier],
 			Position: up.Position.Overall + 1, InTier: up.Position.InTier + 1, ETAMs: up.EstimatedWait.Milliseconds(),
 		})
+	}
+}
+
+// dropDeadNodes forgets the connections of nodes that left the cluster
+// (crashed: their presence expired and nothing was heard from them for
+// NodeTTL), as if each had closed: agents with no other connection go
+// offline and their grace period starts.
+func (c *core) dropDeadNodes() {
+	if c.isLive == nil {
+		return
+	}
+	now := time.Now()
+	dead := map[string]bool{}
+	for _, u := range c.users {
+		for k := range u.conns {
+			d, ok := dead[k.node]
+			if !ok {
+				d = !c.isLive(k.node) && now.Sub(c.heard[k.node]) > c.cfg.NodeTTL
+				dead[k.node] = d
+			}
+			if d {
+				c.onClose(&command{Kind: cmdClose, Node: k.node, Conn: k.conn, User: u.id})
+			}
+		}
 	}
 }
 
@@ -1065,14 +1512,12 @@ func (c *core) sendStats() {
 	st := &protocol.Envelope{Type: protocol.TypeStats}
 	var longest [3]time.Duration
 	for _, cv := range c.convs {
-		if cv.queued {
-			if snap, ok := c.store.Get(cv.id); ok {
-				if w := now.Sub(snap.QueuedAt); w > longest[cv.tier] {
-					longest[cv.tier] = w
-				}
+		if cv.rec.Queue != nil {
+			if w := now.Sub(cv.rec.Queue.Enqueued); w > longest[cv.rec.Tier] {
+				longest[cv.rec.Tier] = w
 			}
 		}
-		if snap, ok := c.store.Get(cv.id); ok && snap.State != session.Closed && snap.State != session.Resolved {
+		if cv.rec.Open() {
 			st.Convs = append(st.Convs, c.info(cv))
 		}
 	}

@@ -18,6 +18,8 @@ import (
 	"github.com/switchboard-go/switchboard/examples/supportdesk/internal/auth"
 	"github.com/switchboard-go/switchboard/examples/supportdesk/internal/desk"
 	"github.com/switchboard-go/switchboard/examples/supportdesk/internal/protocol"
+	"github.com/switchboard-go/switchboard/session"
+	"github.com/switchboard-go/switchboard/session/embedded"
 )
 
 func TestMain(m *testing.M) {
@@ -43,8 +45,24 @@ func testConfig() desk.Config {
 	}
 }
 
+// newStore opens an embedded conversation store in a temporary directory,
+// closed when the test ends (after the servers using it stopped).
+func newStore(t *testing.T) session.Repository {
+	t.Helper()
+	st, err := embedded.Open(t.TempDir(), embedded.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, st.Close()) })
+	return st
+}
+
+// startServer starts a server; without cfg.Store it gets a fresh embedded
+// store. Any invariant violation the server reports fails the test.
 func startServer(t *testing.T, cfg desk.Config) *desk.Server {
 	t.Helper()
+	if cfg.Store == nil {
+		cfg.Store = newStore(t)
+	}
+	cfg.OnInvariant = func(err error) { t.Errorf("server invariant violated: %v", err) }
 	srv, err := desk.New(cfg)
 	require.NoError(t, err)
 	require.NoError(t, srv.Start())
@@ -387,12 +405,14 @@ func TestReconnectRecoversExactlyMissed(t *testing.T) {
 		got = append(got, m.Text)
 	}
 	assert.Equal(t, want, got)
+	end := back.expect(protocol.TypeResumed, convIs(conv))
+	assert.Equal(t, last.Offset+5, end.Offset, "resumed marks the end of the batch")
 	back.none(protocol.TypeMessage, 200*time.Millisecond)
 
-	// A stale epoch cannot be recovered: the client is told to reload.
+	// An epoch that is not the transcript's: the client is told to reload.
 	back.send(protocol.Envelope{Type: protocol.TypeResume, Conv: conv, Offset: 1, Epoch: "stale"})
 	rl := back.expect(protocol.TypeReload, convIs(conv))
-	assert.Equal(t, last.Offset+5, rl.Offset)
+	assert.Equal(t, last.Epoch, rl.Epoch)
 }
 
 func TestDuplicateClientIDNotDeliveredTwice(t *testing.T) {
@@ -500,7 +520,12 @@ func TestUnauthenticatedRefused(t *testing.T) {
 		assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 		_ = resp.Body.Close()
 	}
-	other, err := desk.New(func() desk.Config { c := testConfig(); c.Secret = []byte("another-secret-0123456"); return c }())
+	other, err := desk.New(func() desk.Config {
+		c := testConfig()
+		c.Secret = []byte("another-secret-0123456")
+		c.Store = newStore(t)
+		return c
+	}())
 	require.NoError(t, err)
 	forged, err := other.Token(customer("mallory", auth.TierVIP))
 	require.NoError(t, err)

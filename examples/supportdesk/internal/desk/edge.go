@@ -21,12 +21,19 @@ import (
 // topics to the right local connections, and serves typing and recovery
 // itself.
 type edge struct {
-	node string
-	bus  *fanout.Bus
-	gw   *gateway.Gateway
-	log  *slog.Logger
+	node    string
+	bus     *fanout.Bus
+	gw      *gateway.Gateway
+	data    *dataPlane
+	cfg     *Config
+	log     *slog.Logger
+	pending pendingCmds
+	stopped chan struct{}
+	// restoring tracks the goroutines restoring lost subscriptions.
+	restoring sync.WaitGroup
 
 	mu     sync.Mutex
+	expiry map[uint64]*time.Timer // per connection: closes it when its token expires
 	users  map[string]*edgeUser
 	convs  map[string]*edgeConv
 	sups   map[string]struct{}
@@ -42,11 +49,12 @@ type edgeUser struct {
 
 type edgeConv struct {
 	users          map[string]struct{}
+	closed         bool // resolved or closed: no more messages
 	msgSub, ephSub *fanout.Subscription
 }
 
-func newEdge(node string, bus *fanout.Bus, log *slog.Logger) *edge {
-	return &edge{node: node, bus: bus, log: log, users: map[string]*edgeUser{}, convs: map[string]*edgeConv{}, sups: map[string]struct{}{}}
+func newEdge(node string, bus *fanout.Bus, data *dataPlane, cfg *Config, log *slog.Logger) *edge {
+	return &edge{node: node, bus: bus, data: data, cfg: cfg, log: log, stopped: make(chan struct{}), pending: pendingCmds{cmds: map[string]*pendingCmd{}}, expiry: map[uint64]*time.Timer{}, users: map[string]*edgeUser{}, convs: map[string]*edgeConv{}, sups: map[string]struct{}{}}
 }
 
 func identityCommand(kind string, c *gateway.Conn) *command {
@@ -61,27 +69,24 @@ func identityCommand(kind string, c *gateway.Conn) *command {
 	return cmd
 }
 
-func (e *edge) toCore(cmd *command) error {
-	cmd.Node = e.node
-	b, err := encodeCommand(cmd)
-	if err != nil {
-		return err
-	}
-	_, err = e.bus.Publish(topicCore, b)
-	return err
-}
+func (e *edge) reply(c *gateway.Conn, env *protocol.Envelope) { send(c, env) }
 
-func (e *edge) reply(c *gateway.Conn, env *protocol.Envelope) {
-	if env.TS == 0 {
-		env.TS = time.Now().UnixMilli()
-	}
-	_ = c.Send(gateway.TextMessage, protocol.MustEncode(env))
-}
+// CloseTokenExpired closes a connection whose token expired: get a fresh
+// token and reconnect.
+const CloseTokenExpired = 4003
 
 // onOpen subscribes the user's topic (once per node) and announces the
 // connection to the core, which answers with hello.
 func (e *edge) onOpen(c *gateway.Conn) {
 	id := c.Identity()
+	if exp, err := strconv.ParseInt(id.Attrs["exp"], 10, 64); err == nil && exp > 0 {
+		t := time.AfterFunc(time.Until(time.Unix(exp, 0)), func() {
+			_ = c.Close(CloseTokenExpired, "token expired")
+		})
+		e.mu.Lock()
+		e.expiry[c.ID()] = t
+		e.mu.Unlock()
+	}
 	e.mu.Lock()
 	u := e.users[id.UserID]
 	if u == nil {
@@ -122,6 +127,10 @@ func (e *edge) onClose(c *gateway.Conn) {
 	id := c.Identity()
 	var subs []*fanout.Subscription
 	e.mu.Lock()
+	if t := e.expiry[c.ID()]; t != nil {
+		t.Stop()
+		delete(e.expiry, c.ID())
+	}
 	if u := e.users[id.UserID]; u != nil {
 		u.conns--
 		if u.conns <= 0 {
@@ -143,7 +152,9 @@ func (e *edge) onClose(c *gateway.Conn) {
 	for _, s := range subs {
 		_ = s.Close()
 	}
-	_ = e.toCore(identityCommand(cmdClose, c))
+	if err := e.toCore(identityCommand(cmdClose, c)); err != nil {
+		e.log.Warn("announce closed connection", "err", err)
+	}
 }
 
 // joinConvLocked makes u a local member of conversation cid, subscribing the
@@ -198,6 +209,9 @@ func (e *edge) onUserEvent(uid string, payload []byte) {
 		e.log.Warn("undecodable core event", "user", uid, "err", err)
 		return
 	}
+	if env.Target != 0 && env.Node != e.node {
+		return // for a connection on another node
+	}
 	var closing []*fanout.Subscription
 	e.mu.Lock()
 	if u := e.users[uid]; u != nil {
@@ -205,9 +219,16 @@ func (e *edge) onUserEvent(uid string, payload []byte) {
 		case protocol.TypeHello:
 			for _, ci := range env.Convs {
 				e.joinConvLocked(ci.Conv, u)
+				if ec := e.convs[ci.Conv]; ec != nil && (ci.State == "resolved" || ci.State == "closed") {
+					ec.closed = true
+				}
 			}
 		case protocol.TypeQueued, protocol.TypeAssigned, protocol.TypeWatch:
 			e.joinConvLocked(env.Conv, u)
+		case protocol.TypeResolved:
+			if ec := e.convs[env.Conv]; ec != nil {
+				ec.closed = true
+			}
 		case protocol.TypeUnwatch:
 			closing = e.leaveConvLocked(env.Conv, u)
 		case protocol.TypeTransferred:
@@ -219,6 +240,17 @@ func (e *edge) onUserEvent(uid string, payload []byte) {
 	e.mu.Unlock()
 	for _, s := range closing {
 		_ = s.Close()
+	}
+	if env.Target != 0 {
+		// For one connection (hello, a reply): strip the routing fields.
+		if c, ok := e.gw.Conn(env.Target); ok && c.Identity().UserID == uid {
+			env.Target = 0
+			if env.Type != protocol.TypeHello {
+				env.Node = ""
+			}
+			send(c, &env)
+		}
+		return
 	}
 	e.gw.SendToUser(uid, gateway.TextMessage, payload)
 }
@@ -235,29 +267,17 @@ func (e *edge) onSupEvent(p fanout.Publication) {
 	}
 }
 
-// withOffset appends the publication's offset and epoch to a message
-// envelope (a JSON object) so that clients can resume from it.
-func withOffset(payload []byte, off uint64, epoch string) []byte {
-	if len(payload) < 2 || payload[len(payload)-1] != '}' {
-		return payload
-	}
-	b := make([]byte, 0, len(payload)+48+len(epoch))
-	b = append(b, payload[:len(payload)-1]...)
-	b = append(b, `,"offset":`...)
-	b = strconv.AppendUint(b, off, 10)
-	b = append(b, `,"epoch":`...)
-	b = strconv.AppendQuote(b, epoch)
-	return append(b, '}')
-}
-
-// localConns returns the local connections of cid's local members.
-func (e *edge) localConns(cid string) []*gateway.Conn {
+// localConns returns the local connections of cid's local members, except
+// those of the user skip.
+func (e *edge) localConns(cid, skip string) []*gateway.Conn {
 	e.mu.Lock()
 	ec := e.convs[cid]
 	var ids []string
 	if ec != nil {
 		for id := range ec.users {
-			ids = append(ids, id)
+			if id != skip {
+				ids = append(ids, id)
+			}
 		}
 	}
 	e.mu.Unlock()
@@ -268,22 +288,10 @@ func (e *edge) localConns(cid string) []*gateway.Conn {
 	return conns
 }
 
-// onConvMessage encodes a conversation message once and writes the same
-// frame to every local member's connection.
+// onConvMessage writes a conversation message (which carries its transcript
+// offset) to every local member's connection, framed once.
 func (e *edge) onConvMessage(cid string, p fanout.Publication) {
-	conns := e.localConns(cid)
-	if len(conns) == 0 {
-		return
-	}
-	pm, err := gateway.NewPreparedMessage(gateway.TextMessage, withOffset(p.Payload, p.Offset, p.Epoch))
-	if err != nil {
-		return
-	}
-	e.gw.Broadcast(pm, conns)
-}
-
-func (e *edge) onEph(cid string, p fanout.Publication) {
-	conns := e.localConns(cid)
+	conns := e.localConns(cid, "")
 	if len(conns) == 0 {
 		return
 	}
@@ -294,23 +302,52 @@ func (e *edge) onEph(cid string, p fanout.Publication) {
 	e.gw.Broadcast(pm, conns)
 }
 
-func (e *edge) isMember(uid, cid string) bool {
+// ephFrom is the part of an ephemeral event the edge routes on.
+type ephFrom struct {
+	Type string `json:"type"`
+	From string `json:"from"`
+}
+
+// onEph delivers typing (not to its sender) and read events.
+func (e *edge) onEph(cid string, p fanout.Publication) {
+	var ev ephFrom
+	if err := sonic.ConfigStd.Unmarshal(p.Payload, &ev); err != nil {
+		return
+	}
+	skip := ""
+	if ev.Type == protocol.TypeTyping {
+		skip = ev.From
+	}
+	conns := e.localConns(cid, skip)
+	if len(conns) == 0 {
+		return
+	}
+	pm, err := gateway.NewPreparedMessage(gateway.TextMessage, p.Payload)
+	if err != nil {
+		return
+	}
+	e.gw.Broadcast(pm, conns)
+}
+
+// membership reports whether uid is a local member of cid (customer,
+// assigned agent or watching supervisor) and whether cid is closed.
+func (e *edge) membership(uid, cid string) (member, closed bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	u := e.users[uid]
 	if u == nil {
-		return false
+		return false, false
 	}
-	_, ok := u.convs[cid]
-	return ok
+	if _, ok := u.convs[cid]; !ok {
+		return false, false
+	}
+	ec := e.convs[cid]
+	return true, ec != nil && ec.closed
 }
 
-// clientTypes are the envelope types a client may send.
-var clientTypes = map[string]bool{
-	protocol.TypeStart: true, protocol.TypeMessage: true, protocol.TypeTyping: true, protocol.TypeRead: true,
-	protocol.TypeResume: true, protocol.TypeCancel: true, protocol.TypeAccept: true, protocol.TypeDecline: true,
-	protocol.TypePresence: true, protocol.TypeTransfer: true, protocol.TypeResolve: true, protocol.TypeWatch: true,
-	protocol.TypeUnwatch: true, protocol.TypePing: true,
+func (e *edge) isMember(uid, cid string) bool {
+	m, _ := e.membership(uid, cid)
+	return m
 }
 
 func (e *edge) onMessage(c *gateway.Conn, typ gateway.MessageType, data []byte) {
@@ -320,20 +357,73 @@ func (e *edge) onMessage(c *gateway.Conn, typ gateway.MessageType, data []byte) 
 	}
 	env, err := protocol.Decode(data)
 	if err != nil {
-		e.reply(c, protocol.Error(protocol.ErrCodeBadJSON, "", "", "%v", err))
+		var de *protocol.DecodeError
+		if errors.As(err, &de) && de.Partial {
+			e.reply(c, protocol.Error(protocol.ErrCodeBadJSON, protocol.RefOf(&env), env.Conv, "%s", de.Reason))
+			return
+		}
+		e.reply(c, protocol.Error(protocol.ErrCodeBadJSON, "", "", "%s", protocol.PublicReason(err)))
 		return
 	}
-	if !clientTypes[env.Type] {
-		e.reply(c, protocol.Error(protocol.ErrCodeUnknownType, env.Type, env.Conv, "unknown message type %q", env.Type))
+	// One authorization table, shared with the tests: type, role, required
+	// fields (internal/protocol/spec.json).
+	switch code := protocol.Embedded().Admit(&env, string(c.Identity().Role)); code {
+	case "":
+	case protocol.ErrCodeUnknownType:
+		e.reply(c, protocol.Error(code, protocol.RefOf(&env), env.Conv, "unknown message type %q", env.Type))
+		return
+	case protocol.ErrCodeForbidden:
+		e.reply(c, protocol.Error(code, protocol.RefOf(&env), env.Conv, "a %s may not send %s", c.Identity().Role, env.Type))
+		return
+	default:
+		r := protocol.Embedded().ClientTypes[env.Type]
+		e.reply(c, protocol.Error(code, protocol.RefOf(&env), env.Conv, "%s needs %s", env.Type, r.Missing(&env, string(c.Identity().Role))))
 		return
 	}
-	uid := c.Identity().UserID
+	id := c.Identity()
+	uid := id.UserID
+	from := sender{id: uid, role: string(id.Role), name: id.Attrs["name"]}
+	notMember := func() { e.data.notMember(c, &env) }
 	switch env.Type {
 	case protocol.TypePing:
 		e.reply(c, &protocol.Envelope{Type: protocol.TypePong, ID: env.ID})
-	case protocol.TypeTyping:
+	case protocol.TypeMessage:
+		if env.Text == "" || env.ID == "" {
+			e.reply(c, protocol.Error(protocol.ErrCodeBadRequest, protocol.RefOf(&env), env.Conv, "message needs id and text"))
+			return
+		}
+		if env.Conv == "" {
+			e.toCoreOrFail(c, &env) // a customer's first message opens the conversation
+			return
+		}
+		member, closed := e.membership(uid, env.Conv)
+		switch {
+		case !member || from.role == auth.RoleSupervisor:
+			notMember()
+		case closed:
+			e.reply(c, protocol.Error(protocol.ErrCodeNoConversation, protocol.RefOf(&env), env.Conv, "the conversation is finished; send a message without conv to start a new one"))
+		default:
+			e.data.submit(e.node, c.ID(), from, &env)
+		}
+	case protocol.TypeRead:
 		if !e.isMember(uid, env.Conv) {
-			e.reply(c, protocol.Error(protocol.ErrCodeNotParticipant, env.Type, env.Conv, "you are not a participant of this conversation"))
+			notMember()
+			return
+		}
+		e.data.read(c, from, &env)
+	case protocol.TypeHistory:
+		if from.role == auth.RoleAgent && !e.isMember(uid, env.Conv) && !e.data.exists(env.Conv) {
+			e.reply(c, protocol.Error(protocol.ErrCodeNoConversation, protocol.RefOf(&env), env.Conv, "no such conversation"))
+			return
+		}
+		if !canHistory(from.role, e.isMember(uid, env.Conv)) {
+			e.reply(c, protocol.Error(protocol.ErrCodeForbidden, protocol.RefOf(&env), env.Conv, "only the assigned agent or a supervisor may read the customer's history"))
+			return
+		}
+		e.data.history(c, &env)
+	case protocol.TypeTyping:
+		if !e.isMember(uid, env.Conv) || from.role == auth.RoleSupervisor {
+			notMember()
 			return
 		}
 		st := "off"
@@ -341,50 +431,24 @@ func (e *edge) onMessage(c *gateway.Conn, typ gateway.MessageType, data []byte) 
 			st = "on"
 		}
 		ev := &protocol.Envelope{Type: protocol.TypeTyping, Conv: env.Conv, From: uid, Role: string(c.Identity().Role), State: st, TS: time.Now().UnixMilli()}
-		_, _ = e.bus.Publish(topicEph(env.Conv), protocol.MustEncode(ev))
-	case protocol.TypeResume:
-		e.resume(c, uid, &env)
-	default:
-		cmd := identityCommand(cmdEnv, c)
-		cmd.Env = &env
-		if err := e.toCore(cmd); err != nil {
-			e.reply(c, protocol.Error(protocol.ErrCodeInternal, env.Type, env.Conv, "core unavailable: %v", err))
+		if _, err := e.bus.Publish(topicEph(env.Conv), protocol.MustEncode(ev)); err != nil {
+			e.log.Warn("publish typing", "conv", env.Conv, "err", err)
 		}
+	case protocol.TypeResume:
+		if !e.isMember(uid, env.Conv) {
+			notMember()
+			return
+		}
+		e.data.resume(c, &env)
+	default:
+		e.toCoreOrFail(c, &env)
 	}
 }
 
-// resume sends the client every message of env.Conv after env.Offset in
-// env.Epoch (all history when both are zero), or a reload instruction when
-// the history no longer covers them. Live messages may overlap what resume
-// sends: clients skip offsets they already have.
-func (e *edge) resume(c *gateway.Conn, uid string, env *protocol.Envelope) {
-	if !e.isMember(uid, env.Conv) {
-		e.reply(c, protocol.Error(protocol.ErrCodeNotParticipant, env.Type, env.Conv, "you are not a participant of this conversation"))
-		return
-	}
-	topic := topicConv(env.Conv)
-	epoch := env.Epoch
-	if epoch == "" && env.Offset == 0 {
-		pos, err := e.bus.Position(topic)
-		if err != nil {
-			e.reply(c, protocol.Error(protocol.ErrCodeInternal, env.Type, env.Conv, "history unavailable: %v", err))
-			return
-		}
-		epoch = pos.Epoch
-	}
-	pubs, err := e.bus.Recover(topic, env.Offset, epoch)
-	if err != nil {
-		var gap *fanout.GapError
-		if errors.As(err, &gap) {
-			e.reply(c, &protocol.Envelope{Type: protocol.TypeReload, Conv: env.Conv, Offset: gap.Current.Offset, Epoch: gap.Current.Epoch, Message: "history no longer covers your position; reload the conversation"})
-			return
-		}
-		e.reply(c, protocol.Error(protocol.ErrCodeInternal, env.Type, env.Conv, "recovery failed: %v", err))
-		return
-	}
-	for _, p := range pubs {
-		if err := c.Send(gateway.TextMessage, withOffset(p.Payload, p.Offset, p.Epoch)); err != nil {
-			return
-		}
+func (e *edge) toCoreOrFail(c *gateway.Conn, env *protocol.Envelope) {
+	cmd := identityCommand(cmdEnv, c)
+	cmd.Env = env
+	if err := e.toCore(cmd); err != nil {
+		e.reply(c, protocol.Error(protocol.ErrCodeUnavailable, protocol.RefOf(env), env.Conv, "the control plane is unreachable; retry"))
 	}
 }

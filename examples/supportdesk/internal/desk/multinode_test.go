@@ -14,17 +14,38 @@ import (
 	"github.com/switchboard-go/switchboard/examples/supportdesk/internal/desk"
 	"github.com/switchboard-go/switchboard/examples/supportdesk/internal/protocol"
 	"github.com/switchboard-go/switchboard/fanout/redisbroker"
+	"github.com/switchboard-go/switchboard/internal/pgtest"
 	"github.com/switchboard-go/switchboard/internal/redistest"
+	"github.com/switchboard-go/switchboard/session"
+	"github.com/switchboard-go/switchboard/session/pgstore"
 )
 
-// startNode starts one node of a cluster sharing the Redis at addr.
-func startNode(t *testing.T, addr, id string) *desk.Server {
+// pgStore starts a real PostgreSQL and opens the conversation store on it.
+func pgStore(t *testing.T) session.Repository {
+	t.Helper()
+	dsn := pgtest.Start(t).DSN("postgres")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := pgstore.Open(ctx, dsn, pgstore.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, st.Close()) })
+	return st
+}
+
+// startNode starts one node of a cluster sharing the Redis at addr and the
+// PostgreSQL conversation store st.
+func startNode(t *testing.T, addr string, st session.Repository, id string) *desk.Server {
 	t.Helper()
 	b, err := redisbroker.New(redisbroker.Config{Addr: addr, Prefix: "sd-test"})
 	require.NoError(t, err)
 	cfg := testConfig()
 	cfg.NodeID = id
 	cfg.Broker = b
+	cfg.Leases = b
+	cfg.Store = st
+	if cfg.Observer == nil {
+		cfg.Observer = testObserver(t)
+	}
 	cfg.NodeTTL = time.Second
 	return startServer(t, cfg)
 }
@@ -33,15 +54,20 @@ func startNode(t *testing.T, addr, id string) *desk.Server {
 // through a real redis-server started by the test.
 func TestTwoNodesOverRedis(t *testing.T) {
 	addr, _ := redistest.Start(t)
-	a := startNode(t, addr, "a")
-	require.True(t, a.IsCore(), "the first node runs the core")
-	b := startNode(t, addr, "b")
-	assert.False(t, b.IsCore(), "a newer node never takes the core over")
+	st := pgStore(t)
+	a := startNode(t, addr, st, "a")
+	require.Eventually(t, a.IsCore, waitFor, 10*time.Millisecond, "the only node takes the partition's lease")
+	b := startNode(t, addr, st, "b")
+	cust0 := dial(t, b, customer("probe", auth.TierStandard))
+	cust0.send(protocol.Envelope{Type: protocol.TypePing, ID: "p"})
+	cust0.expect(protocol.TypePong)
+	assert.False(t, b.IsCore(), "a second node does not take a held lease")
 
 	cust := dial(t, a, customer("zoe", auth.TierPremium))
 	ag := dial(t, b, agent("yan", 2))
-	cust.say("", "hello from node A")
+	firstID := cust.say("", "hello from node A")
 	conv := cust.expect(protocol.TypeQueued).Conv
+	cust.expect(protocol.TypeAck, func(e protocol.Envelope) bool { return e.ID == firstID })
 
 	o := ag.expect(protocol.TypeOffer, convIs(conv))
 	ag.send(protocol.Envelope{Type: protocol.TypeAccept, Conv: conv, Offer: o.Offer})

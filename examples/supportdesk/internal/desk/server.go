@@ -10,10 +10,10 @@ import (
 	"net"
 	"net/http"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bytedance/sonic"
@@ -23,6 +23,7 @@ import (
 	"github.com/switchboard-go/switchboard/gateway"
 	"github.com/switchboard-go/switchboard/observe/opshttp"
 	"github.com/switchboard-go/switchboard/router"
+	"github.com/switchboard-go/switchboard/session"
 )
 
 // Server is one supportdesk node: gateway, edge, and (on the elected node)
@@ -30,18 +31,27 @@ import (
 type Server struct {
 	cfg    Config
 	log    *slog.Logger
-	signer *auth.Signer
+	signer *auth.Verifier
 	bus    *fanout.Bus
 	gw     *gateway.Gateway
 	edge   *edge
+	data   *dataPlane
 	ring   *router.Ring
 	ops    *http.Server
 	opsLn  net.Listener
 
 	mu      sync.Mutex
 	core    *core
+	live    map[string]bool // nodes in the cluster's presence
 	started time.Time
 	url     string
+
+	// cluster loop state (its goroutine only, but cutOff)
+	lastBeat   time.Time
+	renewed    time.Time
+	freeRounds int
+	cutOff     atomic.Bool
+	fenced     chan struct{} // a core write was fenced
 
 	stop     chan struct{}
 	loopDone chan struct{}
@@ -66,39 +76,60 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Secret == nil {
 		cfg.Secret = []byte(randomHex(32))
 	}
-	s := &Server{cfg: cfg, log: cfg.Observer.Logger().With("node", cfg.NodeID), stop: make(chan struct{}), loopDone: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Observer.Logger().With("node", cfg.NodeID), stop: make(chan struct{}), loopDone: make(chan struct{}), fenced: make(chan struct{}, 1)}
 	var err error
-	if s.signer, err = auth.NewSigner(cfg.Secret); err != nil {
+	ac := cfg.Auth
+	ac.HMACSecret = cfg.Secret
+	if ac.OnRefreshError == nil {
+		ac.OnRefreshError = func(err error) { s.log.Warn("JWKS refresh failed; the previous keys stay in use", "err", err) }
+	}
+	if cfg.Dev && (ac.JWKSFile != "" || ac.JWKSURL != "") && len(ac.Algorithms) == 0 {
+		ac.Algorithms = []string{auth.AlgHS256, auth.AlgRS256, auth.AlgES256, auth.AlgEdDSA}
+	}
+	if s.signer, err = auth.NewVerifier(ac); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
 	if s.ring, err = router.NewRing(router.RingConfig{Name: "nodes", Observer: cfg.Observer}); err != nil {
 		return nil, err
 	}
-	s.bus, err = fanout.New(fanout.Config{Broker: cfg.Broker, NodeID: cfg.NodeID, Observer: cfg.Observer})
+	s.bus, err = fanout.New(fanout.Config{Broker: cfg.Broker, NodeID: cfg.NodeID, Observer: cfg.Observer, OnDisconnect: s.onBusDisconnect})
 	if err != nil {
 		return nil, err
 	}
-	s.edge = newEdge(cfg.NodeID, s.bus, s.log.With("component", "desk-edge"))
+	s.data = newDataPlane(cfg.NodeID, cfg.Store, s.bus, &s.cfg, s.log.With("component", "desk-data"))
+	s.edge = newEdge(cfg.NodeID, s.bus, s.data, &s.cfg, s.log.With("component", "desk-edge"))
+	s.data.report = s.edge.toCore
 	s.gw, err = gateway.New(gateway.Config{
-		Name:           "supportdesk-" + cfg.NodeID,
-		Addrs:          []string{cfg.Addr},
-		Handler:        s.routes(),
-		Authenticate:   s.authenticate,
-		AllowedOrigins: []string{"*"},
-		IdleTimeout:    cfg.IdleTimeout,
-		PingInterval:   cfg.PingInterval,
-		MaxMessageSize: 64 << 10,
-		RateLimit:      gateway.RateLimit{PerSecond: 50, Burst: 100},
-		OnOpen:         s.edge.onOpen,
-		OnMessage:      s.edge.onMessage,
-		OnClose:        func(c *gateway.Conn, _ int, _ string) { s.edge.onClose(c) },
-		Observer:       cfg.Observer,
+		Name:            "supportdesk-" + cfg.NodeID,
+		Addrs:           []string{cfg.Addr},
+		Handler:         s.routes(),
+		Authenticate:    s.authenticate,
+		AllowedOrigins:  []string{"*"},
+		IdleTimeout:     cfg.IdleTimeout,
+		PingInterval:    cfg.PingInterval,
+		MaxMessageSize:  64 << 10,
+		RateLimit:       gateway.RateLimit{PerSecond: 50, Burst: 100},
+		MaxConnsPerUser: cfg.MaxConnsPerUser,
+		HandshakeRate:   cfg.HandshakeRate,
+		HandshakeBurst:  int(2 * cfg.HandshakeRate),
+		OnOpen:          s.edge.onOpen,
+		OnMessage:       s.edge.onMessage,
+		OnClose:         func(c *gateway.Conn, _ int, _ string) { s.edge.onClose(c) },
+		Observer:        cfg.Observer,
 	})
 	if err != nil {
 		_ = s.bus.Close()
 		return nil, err
 	}
 	s.edge.gw = s.gw
+	s.data.gw = s.gw
+	cfg.Observer.AddReadyCheck("store", func(ctx context.Context) error { return cfg.Store.Ping(ctx) })
+	cfg.Observer.AddReadyCheck("cluster", func(context.Context) error {
+		if s.cutOff.Load() {
+			return errors.New("cut off from the cluster (Redis unreachable)")
+		}
+		return nil
+	})
 	return s, nil
 }
 
@@ -138,21 +169,61 @@ func (s *Server) start() error {
 			s.log.Error("ops listener stopped", "err", err)
 		}
 	}()
+	if err := s.edge.start(); err != nil {
+		return err
+	}
 	if s.cfg.Broker == nil {
 		if err := s.ring.SetMembers([]router.Node{{ID: s.cfg.NodeID, Addr: s.url}}); err != nil {
 			return err
 		}
-		if err := s.startCore(); err != nil {
+		// One node owns the partition without a lease or fencing token.
+		if err := s.startCore(session.Fence{}); err != nil {
 			return err
 		}
-		close(s.loopDone)
+		go s.singleLoop()
 		return nil
 	}
-	if err := s.heartbeat(); err != nil {
+	if s.cfg.Leases == nil {
+		return fmt.Errorf("%w: a cluster (Broker) needs Leases", ErrInvalidConfig)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.NodeTTL)
+	_, err = s.heartbeat(ctx)
+	cancel()
+	if err != nil {
 		return err
 	}
+	s.lastBeat = time.Now()
 	go s.clusterLoop()
 	return nil
+}
+
+// onBusDisconnect restores subscriptions the bus closed by itself.
+func (s *Server) onBusDisconnect(sub *fanout.Subscription, reason error) {
+	if sub.Topic() == topicCore {
+		s.mu.Lock()
+		c := s.core
+		s.mu.Unlock()
+		if c != nil && !errors.Is(reason, fanout.ErrShutdown) {
+			go c.restoreSubscription()
+		}
+		return
+	}
+	s.edge.onBusDisconnect(sub, reason)
+}
+
+// singleLoop retries unanswered commands on a single node.
+func (s *Server) singleLoop() {
+	defer close(s.loopDone)
+	t := time.NewTicker(s.cfg.ClusterTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.edge.retryPending(time.Now())
+		}
+	}
 }
 
 // URL is the node's base URL (pages and API); the WebSocket endpoint is URL
@@ -185,82 +256,25 @@ func (s *Server) IsCore() bool {
 // Token signs claims with the server's secret (tests and the dev endpoint).
 func (s *Server) Token(c auth.Claims) (string, error) { return s.signer.Sign(c) }
 
-func (s *Server) startCore() error {
+func (s *Server) startCore(f session.Fence) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.core != nil {
 		return nil
 	}
-	c, err := newCore(&s.cfg, s.bus)
+	onFenced := func() {
+		select {
+		case s.fenced <- struct{}{}:
+		default:
+		}
+	}
+	c, err := newCore(&s.cfg, s.bus, s.cfg.Store, s.data, f, onFenced, s.isLive)
 	if err != nil {
 		return err
 	}
 	s.core = c
-	s.log.Info("core started")
+	s.log.Info("core started", "fence", f.Token)
 	return nil
-}
-
-type nodeInfo struct {
-	URL     string `json:"url"`
-	Started int64  `json:"started"`
-}
-
-// heartbeat (re)joins the node's presence and updates the ring and the core
-// election from the live members.
-func (s *Server) heartbeat() error {
-	info, _ := sonic.ConfigStd.Marshal(nodeInfo{URL: s.url, Started: s.started.UnixNano()})
-	if err := s.bus.Join(topicNodes, fanout.Member{ID: s.cfg.NodeID, Info: info}, s.cfg.NodeTTL); err != nil {
-		return err
-	}
-	members, err := s.bus.Members(topicNodes)
-	if err != nil {
-		return err
-	}
-	type live struct {
-		id      string
-		started int64
-	}
-	var nodes []router.Node
-	var all []live
-	for _, m := range members {
-		var ni nodeInfo
-		if sonic.ConfigStd.Unmarshal(m.Info, &ni) != nil {
-			continue
-		}
-		nodes = append(nodes, router.Node{ID: m.ID, Addr: ni.URL})
-		all = append(all, live{m.ID, ni.Started})
-	}
-	if err := s.ring.SetMembers(nodes); err != nil {
-		return err
-	}
-	sort.Slice(all, func(i, j int) bool {
-		if all[i].started != all[j].started {
-			return all[i].started < all[j].started
-		}
-		return all[i].id < all[j].id
-	})
-	// The oldest live node runs the core; a newer node never takes it over
-	// while the older one lives.
-	if len(all) > 0 && all[0].id == s.cfg.NodeID {
-		return s.startCore()
-	}
-	return nil
-}
-
-func (s *Server) clusterLoop() {
-	defer close(s.loopDone)
-	t := time.NewTicker(s.cfg.NodeTTL / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-			if err := s.heartbeat(); err != nil {
-				s.log.Warn("cluster heartbeat failed", "err", err)
-			}
-		}
-	}
 }
 
 // Shutdown drains the gateway (1001 to every client, in batches), stops the
@@ -272,23 +286,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 		close(s.stop)
+		close(s.edge.stopped)
+		s.edge.restoring.Wait()
 		if !s.started.IsZero() {
 			<-s.loopDone
 		}
+		s.data.close()
 		if s.cfg.Broker != nil {
 			_ = s.bus.Leave(topicNodes, s.cfg.NodeID)
 		}
-		s.mu.Lock()
-		c := s.core
-		s.core = nil
-		s.mu.Unlock()
-		if c != nil {
-			c.close()
-		}
+		// Hand the partition over at once (the lease is released).
+		s.stopCore("shutting down")
 		if err := s.bus.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
 		}
 		_ = s.ring.Close()
+		s.cfg.Observer.RemoveReadyCheck("store")
+		s.cfg.Observer.RemoveReadyCheck("cluster")
+		if err := s.signer.Close(); err != nil {
+			errs = append(errs, err)
+		}
 		if s.ops != nil {
 			if err := s.ops.Shutdown(ctx); err != nil {
 				errs = append(errs, err)
@@ -313,7 +330,7 @@ func (s *Server) authenticate(r *http.Request) (gateway.Identity, error) {
 	if err != nil {
 		return gateway.Identity{}, err
 	}
-	attrs := map[string]string{"name": c.Name, "tier": c.Tier}
+	attrs := map[string]string{"name": c.Name, "tier": c.Tier, "exp": strconv.FormatInt(c.Expires, 10)}
 	if len(c.Skills) > 0 {
 		attrs["skills"] = strings.Join(c.Skills, ",")
 	}

@@ -27,6 +27,7 @@ const (
 	TypeWatch    = "watch"    // supervisor starts watching a conversation
 	TypeUnwatch  = "unwatch"  // supervisor stops watching
 	TypePing     = "ping"     // application-level ping; answered with pong
+	TypeHistory  = "history"  // agent or supervisor asks for the customer's earlier conversations (also server → client)
 )
 
 // Server → client message types.
@@ -45,6 +46,8 @@ const (
 	TypeStats        = "stats"         // queue and agent statistics (supervisors)
 	TypeError        = "error"         // a request failed; the connection stays up
 	TypePong         = "pong"          // answer to ping
+	TypeResumed      = "resumed"       // end of a resume batch
+	TypeSync         = "sync"          // the server may have missed delivering messages: resume if offset is above yours
 )
 
 // Error codes carried in error envelopes.
@@ -60,6 +63,8 @@ const (
 	ErrCodeConflict       = "conflict"
 	ErrCodeNoAgent        = "no_agent"
 	ErrCodeInternal       = "internal"
+	ErrCodeUnavailable    = "unavailable"
+	ErrCodeRateLimited    = "rate_limited"
 )
 
 // Envelope is every frame of the protocol. Fields are optional unless a
@@ -111,6 +116,9 @@ type Envelope struct {
 	// Items carries a batch of message envelopes (resume replies).
 	Items []Envelope `json:"items,omitempty"`
 	Node  string     `json:"node,omitempty"`
+	// Target is internal to the server (never sent to clients): the
+	// connection of Node that an event on a user's topic is for.
+	Target uint64 `json:"target,omitempty"`
 }
 
 // ConvInfo summarises one conversation for hello and stats frames.
@@ -124,6 +132,8 @@ type ConvInfo struct {
 	Offset   uint64 `json:"offset,omitempty"`
 	Epoch    string `json:"epoch,omitempty"`
 	Read     uint64 `json:"read,omitempty"`
+	// Created is when the conversation was opened (Unix ms; history only).
+	Created int64 `json:"created,omitempty"`
 }
 
 // TierStats is one queue tier in a stats frame.
@@ -158,15 +168,46 @@ func Decode(data []byte) (Envelope, error) {
 		return e, fmt.Errorf("%w: frame of %d bytes exceeds %d", ErrMalformed, len(data), MaxFrame)
 	}
 	if err := sonic.ConfigStd.Unmarshal(data, &e); err != nil {
-		return Envelope{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return Envelope{}, &DecodeError{Reason: "the frame is not a JSON object of the protocol", err: err}
 	}
 	if e.Type == "" {
-		return Envelope{}, fmt.Errorf("%w: missing type", ErrMalformed)
+		return Envelope{}, &DecodeError{Reason: "missing type"}
 	}
 	if len(e.Text) > MaxText {
-		return Envelope{}, fmt.Errorf("%w: text of %d bytes exceeds %d", ErrMalformed, len(e.Text), MaxText)
+		// Keep type, id and conv so the error can name the request.
+		e.Text = ""
+		return e, &DecodeError{Reason: fmt.Sprintf("text over %d bytes", MaxText), Partial: true}
 	}
 	return e, nil
+}
+
+// DecodeError is a malformed envelope: Reason is safe to show the client
+// (no parser internals). Partial reports that Decode's envelope still holds
+// the request's type, id and conv (for the error's ref).
+type DecodeError struct {
+	Reason  string
+	Partial bool
+	err     error
+}
+
+// Error implements error.
+func (e *DecodeError) Error() string {
+	if e.err != nil {
+		return "protocol: malformed envelope: " + e.Reason + ": " + e.err.Error()
+	}
+	return "protocol: malformed envelope: " + e.Reason
+}
+
+// Unwrap makes errors.Is(err, ErrMalformed) true.
+func (e *DecodeError) Unwrap() error { return ErrMalformed }
+
+// PublicReason is what a client is told about a Decode error.
+func PublicReason(err error) string {
+	var de *DecodeError
+	if errors.As(err, &de) {
+		return de.Reason
+	}
+	return "malformed envelope"
 }
 
 // Encode serialises e.
@@ -190,4 +231,16 @@ func MustEncode(e *Envelope) []byte {
 // Error builds an error envelope answering a request of type ref.
 func Error(code, ref, conv, format string, args ...any) *Envelope {
 	return &Envelope{Type: TypeError, Code: code, Ref: ref, Conv: conv, Message: fmt.Sprintf(format, args...)}
+}
+
+// RefOf is the ref of an error answering e: its type, and ":" + its id when
+// it has one, so every error can be matched to its request.
+func RefOf(e *Envelope) string {
+	if e == nil {
+		return ""
+	}
+	if e.ID != "" {
+		return e.Type + ":" + e.ID
+	}
+	return e.Type
 }
