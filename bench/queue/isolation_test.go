@@ -47,7 +47,7 @@ type system struct {
 func BenchmarkIsolation(b *testing.B) {
 	b.Run("impl=switchboard", func(b *testing.B) {
 		isolation(b, func(run func(tier int, v time.Duration)) system {
-			q, err := queue.New[time.Duration](queue.Config{})
+			q, err := queue.New(queue.Config[time.Duration]{Tiers: queue.TaskQueueTiers()})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -55,7 +55,7 @@ func BenchmarkThroughput(b *testing.B) {
 
 func benchSwitchboard(b *testing.B) {
 	c := &counter{done: make(chan struct{}, 1)}
-	q, err := queue.New[*counter](queue.Config{})
+	q, err := queue.New(queue.Config[*counter]{Tiers: queue.TaskQueueTiers()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -184,6 +184,11 @@ func (a *actor) loop() {
 		a.mu.Lock()
 		a.conn = conn
 		a.mu.Unlock()
+		select {
+		case <-a.stop: // halt may have looked before conn was set
+			_ = conn.Close()
+		default:
+		}
 		a.read(conn)
 		a.mu.Lock()
 		a.conn = nil
@@ -480,7 +485,7 @@ func TestChaos(t *testing.T) {
 		takeovers = append(takeovers, time.Since(stopped))
 		t.Logf("  new owner %s after %v", c.names[newOwner], time.Since(stopped))
 		require.NoError(t, zombie.cmd.Process.Signal(syscall.SIGCONT))
-		require.Eventually(t, func() bool { return strings.Contains(zombie.out.String(), "giving up the partition") }, 10*time.Second, 50*time.Millisecond, "the resumed zombie steps down:\n%s", zombie.out.String())
+		require.Eventually(t, func() bool { return strings.Contains(zombie.out.String(), "giving up the partition") }, 15*time.Second, 50*time.Millisecond, "the resumed zombie steps down")
 		assert.Equal(t, newOwner, c.owner(), "the new owner keeps the partition")
 		traffic(time.Second)
 

@@ -7,6 +7,7 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -53,6 +54,7 @@ type connectArgs struct {
 	Targets     []dialTarget `json:"targets"`
 	Src         []string     `json:"src"` // source IPs, used round-robin
 	Path        string       `json:"path"`
+	Proto       string       `json:"proto,omitempty"` // wire protocol (proto.go); "" is raw
 	Concurrency int          `json:"concurrency"`
 	TimeoutMS   int          `json:"timeout_ms"`
 }
@@ -122,9 +124,12 @@ type clientStats struct {
 // connInfo is stored as each connection's session: where it was dialled.
 type connInfo struct {
 	dst, src string
+	proto    string        // wire protocol (proto.go)
 	idx      int           // position in loadClient.conns, -1 when removed; guarded by loadClient.mu
 	closing  atomic.Bool   // closed on purpose by churn or close_all
 	closed   chan struct{} // closed by onClose
+	ready    chan struct{} // protoCentrifuge: closed when the connect reply arrived
+	readyOne sync.Once
 }
 
 type bcastRound struct {
@@ -140,6 +145,7 @@ type loadClient struct {
 	path   string
 
 	mu    sync.Mutex
+	proto string // wire protocol of every connection (proto.go), set by connect
 	conns []*websocket.Conn
 
 	established atomic.Int64
@@ -233,8 +239,29 @@ func (cl *loadClient) handle(ctx context.Context, cmd string, raw json.RawMessag
 	}
 }
 
-func (cl *loadClient) onMessage(_ *websocket.Conn, _ websocket.MessageType, data []byte) {
+func (cl *loadClient) onMessage(ws *websocket.Conn, _ websocket.MessageType, data []byte) {
 	now := time.Now().UnixNano()
+	info, _ := ws.Session().(*connInfo)
+	if info == nil || info.proto != protoCentrifuge {
+		cl.onPayload(data, now)
+		return
+	}
+	splitCentrifuge(data, func(kind centrifugeFrame, payload []byte) {
+		switch kind {
+		case cfPayload:
+			cl.onPayload(payload, now)
+		case cfPing:
+			_ = ws.WriteMessage(websocket.TextMessage, centrifugePing)
+		case cfConnect:
+			info.readyOne.Do(func() { close(info.ready) })
+		default:
+			cl.errCount.Add(1)
+		}
+	})
+}
+
+// onPayload records one benchmark payload received at now.
+func (cl *loadClient) onPayload(data []byte, now int64) {
 	kind, ts, seq, err := parsePayload(data)
 	if err != nil {
 		cl.errCount.Add(1)
@@ -328,8 +355,13 @@ func closeGracefully(ws *websocket.Conn, info *connInfo, timeout time.Duration) 
 	}
 }
 
-// dial opens one WebSocket connection from src to dst and hands it to nbio.
+// dial opens one WebSocket connection from src to dst and hands it to nbio;
+// with protoCentrifuge it also sends the connect command and waits for
+// its reply.
 func (cl *loadClient) dial(ctx context.Context, dst, src string, timeout time.Duration) error {
+	cl.mu.Lock()
+	proto := cl.proto
+	cl.mu.Unlock()
 	d := net.Dialer{Timeout: timeout}
 	if src != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
@@ -389,7 +421,7 @@ func (cl *loadClient) dial(ctx context.Context, dst, src string, timeout time.Du
 	// the event loop instead of queueing a job per message, which keeps the
 	// load generator's CPU per message small.
 	ws.Execute = executeInline
-	info := &connInfo{dst: dst, src: src, idx: -1, closed: make(chan struct{})}
+	info := &connInfo{dst: dst, src: src, proto: proto, idx: -1, closed: make(chan struct{}), ready: make(chan struct{})}
 	ws.SetSession(info)
 	nbc.SetSession(ws)
 	nbc.OnData(cl.engine.DataHandler)
@@ -403,13 +435,40 @@ func (cl *loadClient) dial(ctx context.Context, dst, src string, timeout time.Du
 	if _, err := cl.engine.AddConn(nbc); err != nil {
 		return err
 	}
+	if proto == protoCentrifuge {
+		return awaitCentrifugeConnect(ctx, ws, info, timeout)
+	}
 	return nil
+}
+
+// awaitCentrifugeConnect sends Centrifuge's connect command on a fresh
+// connection and waits for the reply; on failure the connection is closed.
+func awaitCentrifugeConnect(ctx context.Context, ws *websocket.Conn, info *connInfo, timeout time.Duration) error {
+	if err := ws.WriteMessage(websocket.TextMessage, centrifugeConnectCmd); err != nil {
+		return err
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-info.ready:
+		return nil
+	case <-info.closed:
+		return errors.New("centrifuge: connection closed before the connect reply")
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	info.closing.Store(true)
+	closeGracefully(ws, info, time.Second)
+	return errors.New("centrifuge: no connect reply")
 }
 
 func (cl *loadClient) connect(ctx context.Context, a connectArgs) connectReply {
 	if a.Path != "" {
 		cl.path = a.Path
 	}
+	cl.mu.Lock()
+	cl.proto = a.Proto
+	cl.mu.Unlock()
 	conc := max(a.Concurrency, 1)
 	timeout := time.Duration(a.TimeoutMS) * time.Millisecond
 	if timeout <= 0 {
@@ -508,6 +567,9 @@ func (cl *loadClient) snapshotConns() []*websocket.Conn {
 // up to a.DrainMS for the replies.
 func (cl *loadClient) echo(ctx context.Context, a echoArgs) echoReply {
 	conns := cl.snapshotConns()
+	cl.mu.Lock()
+	proto := cl.proto
+	cl.mu.Unlock()
 	cl.echoRTT.Reset()
 	cl.echoRecv.Store(0)
 	var r echoReply
@@ -515,7 +577,7 @@ func (cl *loadClient) echo(ctx context.Context, a echoArgs) echoReply {
 		return r
 	}
 	size := max(a.Size, headerLen)
-	buf := make([]byte, size)
+	buf := appendEchoMessage(nil, proto, size, 0, 0) // sized for the largest message
 	dur := time.Duration(a.DurationMS) * time.Millisecond
 	start := time.Now()
 	tk := time.NewTicker(time.Millisecond)
@@ -534,7 +596,7 @@ loop:
 			for r.Sent < due {
 				c := conns[next]
 				next = (next + 1) % len(conns)
-				putPayload(buf, kindEcho, time.Now().UnixNano(), uint32(r.Sent))
+				buf = appendEchoMessage(buf[:0], proto, size, time.Now().UnixNano(), uint32(r.Sent))
 				if err := c.WriteMessage(websocket.TextMessage, buf); err != nil {
 					r.Errors++
 				}

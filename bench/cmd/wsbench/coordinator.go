@@ -18,6 +18,7 @@ import (
 	"github.com/switchboard-go/switchboard/bench/internal/ctl"
 	"github.com/switchboard-go/switchboard/bench/internal/hist"
 	"github.com/switchboard-go/switchboard/bench/internal/plan"
+	"github.com/switchboard-go/switchboard/bench/internal/procstat"
 )
 
 // config is everything the coordinator needs for one run.
@@ -94,6 +95,7 @@ type Result struct {
 	Servers        int     `json:"servers"`
 	Clients        int     `json:"clients"`
 	ConnectSeconds float64 `json:"connect_seconds"`
+	LoadAvg1m      float64 `json:"load_avg_1m"` // the machine's 1-minute load average when the target started
 
 	ServerRSSBytes     int64   `json:"server_rss_bytes"`      // summed over server processes, after GC + FreeOSMemory
 	ServerRSSRawBytes  int64   `json:"server_rss_raw_bytes"`  // the same, read before the GC
@@ -215,7 +217,10 @@ func runTarget(ctx context.Context, cfg config, target string, p plan.Plan, nsrc
 	for i, ip := range dstIPs {
 		listen[i] = ip + ":0"
 	}
-	fmt.Fprintf(log, "[%s] starting %d server and %d client processes\n", target, p.Servers, p.Clients)
+	if la, err := procstat.LoadAvg("/proc/loadavg"); err == nil {
+		st.connectRes.LoadAvg1m = la
+	}
+	fmt.Fprintf(log, "[%s] starting %d server and %d client processes (load average %.2f)\n", target, p.Servers, p.Clients, st.connectRes.LoadAvg1m)
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for i := range p.Servers {
@@ -391,7 +396,8 @@ func (st *runState) connect(ctx context.Context) error {
 	errCh := make(chan error, 1)
 	go func() {
 		errCh <- forEach(st.clients, func(i int, c *ctl.Child) error {
-			args := connectArgs{Src: st.src, Concurrency: st.cfg.ConnectConcurrency, TimeoutMS: int(st.cfg.ConnectTimeout / time.Millisecond)}
+			args := connectArgs{Src: st.src, Concurrency: st.cfg.ConnectConcurrency, TimeoutMS: int(st.cfg.ConnectTimeout / time.Millisecond),
+				Proto: targetProtocols[st.target]}
 			for s, n := range st.plan.Matrix[i] {
 				if n > 0 {
 					args.Targets = append(args.Targets, dialTarget{Addrs: st.srvAddrs[s], Count: n})

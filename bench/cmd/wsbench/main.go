@@ -6,12 +6,16 @@
 //
 //	cd bench && go run ./cmd/wsbench -conns 15000 -scenarios idle,broadcast
 //	go run ./cmd/wsbench -conns 100000 -targets switchboard -scenarios idle,echo -rate 10000
-//	go run ./cmd/wsbench -smoke                     # 2,000 conns, every scenario, both targets
+//	go run ./cmd/wsbench -smoke                     # 2,000 conns, every scenario, switchboard and baseline
 //
 // Targets: switchboard (the gateway package on nbio, handlers inline on its
 // event loops), switchboard-pool (the same with every default: handlers on
-// its executor) and baseline (the whitepaper's goroutine-per-connection
-// gorilla/websocket server). Scenarios:
+// its executor), baseline (the whitepaper's goroutine-per-connection
+// gorilla/websocket server) and the peers, each set up as its own
+// documentation recommends for many connections: centrifuge (a Centrifuge
+// Node; the load generators speak its JSON client protocol), gws (lxzan/gws
+// event handler), gobwas (gobwas/ws on an epoll loop and a worker pool) and
+// coder (coder/websocket, goroutine per connection). Scenarios:
 // idle, echo, broadcast, churn. Output: a table on stdout, -json for one JSON
 // object per target and scenario per line, -html FILE for a self-contained
 // report with charts. Progress goes to stderr.
@@ -42,11 +46,11 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var cfg config
 	role := fs.String("role", "coordinator", "process role: coordinator, server or client (server and client are started by the coordinator)")
-	target := fs.String("target", "", "server role: target to serve (baseline or switchboard)")
+	target := fs.String("target", "", "server role: target to serve (one of -targets' names)")
 	addrs := fs.String("addrs", "", "server role: comma-separated listen addresses")
 	procs := fs.Int("procs", 0, "client role: GOMAXPROCS, with one nbio event loop fewer (0: all CPUs)")
 	var targets, scenarios string
-	fs.StringVar(&targets, "targets", "switchboard,baseline", "comma-separated targets to compare")
+	fs.StringVar(&targets, "targets", "switchboard,baseline", "comma-separated targets to compare: "+strings.Join(targetNames(), ", "))
 	fs.StringVar(&scenarios, "scenarios", "idle,echo,broadcast,churn", "comma-separated scenarios, run in this order on the same connections")
 	fs.IntVar(&cfg.Conns, "conns", 10000, "connections per target")
 	fs.IntVar(&cfg.Servers, "servers", 0, "server processes per target (0: as few as RLIMIT_NOFILE allows)")

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -183,7 +185,7 @@ func TestConfigValidate(t *testing.T) {
 	assert.Equal(t, 2, realMain([]string{"-role", "janitor"}, &bytes.Buffer{}, &errBuf))
 }
 
-// TestEndToEnd runs every scenario against both targets with a few
+// TestEndToEnd runs every scenario against every target with a few
 // connections, through real child processes and real sockets.
 func TestEndToEnd(t *testing.T) {
 	if testing.Short() {
@@ -198,7 +200,7 @@ func TestEndToEnd(t *testing.T) {
 		LeakRSSTolerance: 0.5, LeakGoroutineTolerance: 10,
 	}
 	require.NoError(t, cfg.validate())
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var log bytes.Buffer
 	rs, err := coordinate(ctx, cfg, &log)
@@ -294,4 +296,130 @@ func TestClientProcs(t *testing.T) {
 	for procs, want := range map[int]int{1: 1, 2: 1, 3: 2, 8: 7} {
 		assert.Equal(t, want, clientPollers(procs), "procs=%d", procs)
 	}
+}
+
+func TestRatioLinesComparePeersWithSwitchboard(t *testing.T) {
+	rs := []Result{
+		{Target: "switchboard", Scenario: "echo", P99MS: 4, ServerCPUSeconds: 10},
+		{Target: "baseline", Scenario: "echo", P99MS: 40, ServerCPUSeconds: 20},
+		{Target: "gws", Scenario: "echo", P99MS: 2, ServerCPUSeconds: 15},
+	}
+	lines := ratioLines(rs)
+	require.Len(t, lines, 2, "switchboard vs baseline, gws vs switchboard; baseline is not compared twice")
+	assert.Contains(t, lines[0], "switchboard vs baseline, echo: round-trip p99 10.00× lower (better)")
+	assert.Contains(t, lines[1], "gws vs switchboard, echo: round-trip p99 2.00× lower (better)")
+	assert.Contains(t, lines[1], "server CPU 1.50× higher (worse)")
+}
+
+func TestCentrifugeFraming(t *testing.T) {
+	msg := appendEchoMessage(nil, protoCentrifuge, 200, 1764110000123456789, 41)
+	var cmd struct {
+		ID  uint32 `json:"id"`
+		RPC struct {
+			Data json.RawMessage `json:"data"`
+		} `json:"rpc"`
+	}
+	require.NoError(t, json.Unmarshal(msg, &cmd), string(msg))
+	assert.EqualValues(t, 43, cmd.ID)
+	var data string
+	require.NoError(t, json.Unmarshal(cmd.RPC.Data, &data))
+	assert.Len(t, data, 200)
+	raw := appendEchoMessage(nil, protoRaw, 200, 1764110000123456789, 41)
+	assert.Equal(t, data, string(raw), "the RPC carries the raw payload as a JSON string")
+	buf := make([]byte, 0, 512)
+	assert.Zero(t, testing.AllocsPerRun(100, func() {
+		buf = appendEchoMessage(buf[:0], protoCentrifuge, 200, 1, 2)
+	}))
+
+	frame := []byte(`{"id":1,"connect":{"client":"x","subs":{"bench":{}},"ping":25,"pong":true}}` + "\n" +
+		`{}` + "\n" +
+		`{"id":43,"rpc":{"data":"` + data + `"}}` + "\n" +
+		`{"push":{"channel":"bench","pub":{"data":"B 1764110000123456789 0000000007 xx"}}}` + "\n" +
+		`{"id":44,"error":{"code":108,"message":"not available"}}`)
+	var kinds []centrifugeFrame
+	var seqs []uint32
+	splitCentrifuge(frame, func(k centrifugeFrame, p []byte) {
+		kinds = append(kinds, k)
+		if k == cfPayload {
+			_, _, seq, err := parsePayload(p)
+			require.NoError(t, err)
+			seqs = append(seqs, seq)
+		}
+	})
+	assert.Equal(t, []centrifugeFrame{cfConnect, cfPing, cfPayload, cfPayload, cfOther}, kinds)
+	assert.Equal(t, []uint32{41, 7}, seqs)
+}
+
+// discardConn is a net.Conn whose writes go to w; the gobwas target only
+// writes and closes through it (reads use the raw descriptor).
+type discardConn struct {
+	net.Conn
+	w bytes.Buffer
+}
+
+func (d *discardConn) Write(p []byte) (int, error)      { return d.w.Write(p) }
+func (d *discardConn) SetWriteDeadline(time.Time) error { return nil }
+func (d *discardConn) Close() error                     { return nil }
+
+func maskedFrame(t testing.TB, op ws.OpCode, fin bool, payload []byte) []byte {
+	f := ws.MaskFrame(ws.NewFrame(op, fin, payload))
+	b, err := ws.CompileFrame(f)
+	require.NoError(t, err)
+	return b
+}
+
+func TestGobwasFrames(t *testing.T) {
+	s := &gobwasServer{conns: map[int32]*gobwasConn{}}
+	w := &gobwasWorker{buf: make([]byte, ws.MaxHeaderSize+gobwasMaxMessage)}
+	payload := bytes.Repeat([]byte("y"), 300) // 16-bit length
+	one := maskedFrame(t, ws.OpText, true, payload)
+	two := append(append([]byte(nil), one...), maskedFrame(t, ws.OpText, true, []byte("hi"))...)
+	echo := ws.MustCompileFrame(ws.NewTextFrame(payload))
+
+	for cut := range len(two) {
+		dc := &discardConn{}
+		c := &gobwasConn{nc: dc}
+		buf := append([]byte(nil), two...)
+		used, keep := s.frames(w, c, buf[:cut])
+		require.True(t, keep)
+		rest := append(append([]byte(nil), buf[used:cut]...), two[cut:]...)
+		used2, keep := s.frames(w, c, rest)
+		require.True(t, keep)
+		require.Equal(t, len(rest), used2, "cut at %d", cut)
+		want := append(append([]byte(nil), echo...), ws.MustCompileFrame(ws.NewTextFrame([]byte("hi")))...)
+		require.Equal(t, want, dc.w.Bytes(), "cut at %d", cut)
+	}
+
+	// Fragments are joined; a ping is answered; a close is echoed and ends.
+	dc := &discardConn{}
+	c := &gobwasConn{nc: dc}
+	in := append(maskedFrame(t, ws.OpText, false, []byte("ab")), maskedFrame(t, ws.OpContinuation, true, []byte("cd"))...)
+	in = append(in, maskedFrame(t, ws.OpPing, true, []byte("p"))...)
+	in = append(in, maskedFrame(t, ws.OpClose, true, ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))...)
+	_, keep := s.frames(w, c, in)
+	assert.False(t, keep)
+	want := append(ws.MustCompileFrame(ws.NewTextFrame([]byte("abcd"))), ws.MustCompileFrame(ws.NewPongFrame([]byte("p")))...)
+	want = append(want, ws.MustCompileFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "")))...)
+	assert.Equal(t, want, dc.w.Bytes())
+
+	// Unmasked frames and messages over 64 KiB close the connection.
+	for name, in := range map[string][]byte{
+		"unmasked": ws.MustCompileFrame(ws.NewTextFrame([]byte("x"))),
+		"too big":  maskedFrame(t, ws.OpBinary, true, make([]byte, gobwasMaxMessage+1)),
+	} {
+		_, keep := s.frames(w, &gobwasConn{nc: &discardConn{}}, in)
+		assert.False(t, keep, name)
+	}
+}
+
+func FuzzGobwasFrames(f *testing.F) {
+	f.Add(maskedFrame(f, ws.OpText, true, []byte("hello")))
+	f.Add(maskedFrame(f, ws.OpText, false, []byte("he")))
+	f.Add([]byte{0x81, 0xfe, 0xff})
+	s := &gobwasServer{conns: map[int32]*gobwasConn{}}
+	w := &gobwasWorker{buf: make([]byte, ws.MaxHeaderSize+gobwasMaxMessage)}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		used, _ := s.frames(w, &gobwasConn{nc: &discardConn{}}, b)
+		assert.LessOrEqual(t, used, len(b))
+	})
 }

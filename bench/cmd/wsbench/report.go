@@ -85,39 +85,58 @@ func writeTable(w io.Writer, rs []Result) {
 	}
 }
 
-// ratioLines compares every target against baseline, scenario by scenario.
-// For every figure lower is better; the wording says which way it went.
+// Targets that are ours; every other target is a peer (server_*.go).
+var ownTargets = map[string]bool{"switchboard": true, "switchboard-pool": true}
+
+// ratioLines compares, scenario by scenario, our targets against baseline
+// and then every other peer against switchboard. For every
+// figure lower is better; the wording says which way it went.
 func ratioLines(rs []Result) []string {
-	base := map[string]Result{}
-	for _, r := range rs {
-		if r.Target == "baseline" && r.Error == "" {
-			base[r.Scenario] = r
+	byTarget := func(target string) map[string]Result {
+		m := map[string]Result{}
+		for _, r := range rs {
+			if r.Target == target && r.Error == "" {
+				m[r.Scenario] = r
+			}
 		}
+		return m
 	}
+	base, sb := byTarget("baseline"), byTarget("switchboard")
 	var out []string
 	for _, r := range rs {
-		b, ok := base[r.Scenario]
-		if !ok || r.Target == "baseline" || r.Error != "" {
-			continue
+		if b, ok := base[r.Scenario]; ok && ownTargets[r.Target] && r.Error == "" {
+			out = append(out, ratioLine(r, b))
 		}
-		switch r.Scenario {
-		case "idle":
-			out = append(out, fmt.Sprintf("%s vs baseline, idle: RSS per connection %s (%.0f B vs %.0f B); goroutines %d vs %d",
-				r.Target, compare(r.RSSPerConnBytes, b.RSSPerConnBytes), r.RSSPerConnBytes, b.RSSPerConnBytes, r.ServerGoroutines, b.ServerGoroutines))
-		case "echo":
-			out = append(out, fmt.Sprintf("%s vs baseline, echo: round-trip p99 %s (%.2f vs %.2f ms); server CPU %s (%.2f vs %.2f s)",
-				r.Target, compare(r.P99MS, b.P99MS), r.P99MS, b.P99MS, compare(r.ServerCPUSeconds, b.ServerCPUSeconds), r.ServerCPUSeconds, b.ServerCPUSeconds))
-		case "broadcast":
-			out = append(out, fmt.Sprintf("%s vs baseline, broadcast: completion p50 %s (%.2f vs %.2f ms), p99 %s (%.2f vs %.2f ms)",
-				r.Target, compare(r.BroadcastP50, b.BroadcastP50), r.BroadcastP50, b.BroadcastP50, compare(r.BroadcastP99, b.BroadcastP99), r.BroadcastP99, b.BroadcastP99))
-		case "churn":
-			out = append(out, fmt.Sprintf("%s vs baseline, churn: RSS after churn %s vs %s", r.Target, mib(r.ChurnRSSAfterBytes), mib(b.ChurnRSSAfterBytes)))
+	}
+	for _, r := range rs {
+		if s, ok := sb[r.Scenario]; ok && !ownTargets[r.Target] && r.Target != "baseline" && r.Error == "" {
+			out = append(out, ratioLine(r, s))
 		}
 	}
 	return out
 }
 
-// compare words a lower-is-better figure of a target against the baseline.
+// ratioLine words one scenario of target r against the same scenario of
+// reference target b.
+func ratioLine(r, b Result) string {
+	vs := r.Target + " vs " + b.Target
+	switch r.Scenario {
+	case "idle":
+		return fmt.Sprintf("%s, idle: RSS per connection %s (%.0f B vs %.0f B); goroutines %d vs %d",
+			vs, compare(r.RSSPerConnBytes, b.RSSPerConnBytes), r.RSSPerConnBytes, b.RSSPerConnBytes, r.ServerGoroutines, b.ServerGoroutines)
+	case "echo":
+		return fmt.Sprintf("%s, echo: round-trip p99 %s (%.2f vs %.2f ms); server CPU %s (%.2f vs %.2f s)",
+			vs, compare(r.P99MS, b.P99MS), r.P99MS, b.P99MS, compare(r.ServerCPUSeconds, b.ServerCPUSeconds), r.ServerCPUSeconds, b.ServerCPUSeconds)
+	case "broadcast":
+		return fmt.Sprintf("%s, broadcast: completion p50 %s (%.2f vs %.2f ms), p99 %s (%.2f vs %.2f ms)",
+			vs, compare(r.BroadcastP50, b.BroadcastP50), r.BroadcastP50, b.BroadcastP50, compare(r.BroadcastP99, b.BroadcastP99), r.BroadcastP99, b.BroadcastP99)
+	default: // churn
+		return fmt.Sprintf("%s, churn: RSS after churn %s vs %s", vs, mib(r.ChurnRSSAfterBytes), mib(b.ChurnRSSAfterBytes))
+	}
+}
+
+// compare words a lower-is-better figure of a target against a reference
+// target (named baseline here).
 func compare(target, baseline float64) string {
 	switch {
 	case target <= 0 || baseline <= 0:
@@ -131,7 +150,8 @@ func compare(target, baseline float64) string {
 
 // ---- HTML report -------------------------------------------------------
 
-var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"}
+// palette has a colour per target of a full run (every target built).
+var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"}
 
 func writeHTMLFile(path string, cfg config, rs []Result) error {
 	var b bytes.Buffer
@@ -239,8 +259,18 @@ svg text{font:11px system-ui,sans-serif}</style></head><body>
 		}
 		if len(ls) > 0 {
 			fmt.Fprintf(w, "<h2>%s</h2>\n", e(sc.title))
-			lineChart(w, ls, color, "percentile", "milliseconds", true)
+			lineChart(w, ls, color, "percentile", "milliseconds (log scale)", true)
 		}
+	}
+	var cpu []bar
+	for _, t := range targets {
+		if r, ok := pick(rs, t, "echo"); ok {
+			cpu = append(cpu, bar{t, r.ServerCPUSeconds, fmt.Sprintf("%.2f CPU-s", r.ServerCPUSeconds)})
+		}
+	}
+	if len(cpu) > 0 {
+		fmt.Fprintln(w, "<h2>Server CPU during echo</h2>")
+		barChart(w, cpu, color, "CPU seconds, all server processes")
 	}
 	var bc []bar
 	for _, t := range targets {
@@ -327,7 +357,8 @@ type lineSeries struct {
 }
 
 // lineChart draws series on linear axes; percentile charts use the
-// percentileLabels as categorical x ticks.
+// percentileLabels as categorical x ticks and a logarithmic y axis (decades),
+// so that targets milliseconds apart stay apart next to one seconds away.
 func lineChart(w io.Writer, series []lineSeries, color map[string]string, xLabel, yLabel string, percentiles bool) {
 	const width, height, left, bottom, top, right = 760, 320, 70, 40, 10, 20
 	maxX, maxY := 0.0, 0.0
@@ -342,14 +373,38 @@ func lineChart(w io.Writer, series []lineSeries, color map[string]string, xLabel
 	if maxY <= 0 {
 		maxY = 1
 	}
-	maxY = niceCeil(maxY)
 	px := func(x float64) float64 { return left + x/maxX*(width-left-right) }
-	py := func(y float64) float64 { return height - bottom - y/maxY*(height-bottom-top) }
+	var py func(float64) float64
+	var yTicks []float64
+	if percentiles {
+		minY := maxY
+		for _, s := range series {
+			for _, p := range s.pts {
+				if p[1] > 0 {
+					minY = math.Min(minY, p[1])
+				}
+			}
+		}
+		lo := math.Pow(10, math.Floor(math.Log10(math.Max(minY, 1e-3))))
+		hi := math.Max(math.Pow(10, math.Ceil(math.Log10(maxY))), 10*lo)
+		for d := lo; d <= hi*1.0001; d *= 10 {
+			yTicks = append(yTicks, d)
+		}
+		py = func(y float64) float64 {
+			f := (math.Log10(math.Max(y, lo)) - math.Log10(lo)) / (math.Log10(hi) - math.Log10(lo))
+			return height - bottom - f*(height-bottom-top)
+		}
+	} else {
+		maxY = niceCeil(maxY)
+		for i := 0; i <= 4; i++ {
+			yTicks = append(yTicks, maxY*float64(i)/4)
+		}
+		py = func(y float64) float64 { return height - bottom - y/maxY*(height-bottom-top) }
+	}
 	fmt.Fprintf(w, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" role="img" aria-label="%s">`+"\n", width, height, html.EscapeString(yLabel))
 	fmt.Fprintf(w, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#333"/><line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#333"/>`+"\n",
 		left, height-bottom, width-right, height-bottom, left, top, left, height-bottom)
-	for i := 0; i <= 4; i++ {
-		y := maxY * float64(i) / 4
+	for _, y := range yTicks {
 		fmt.Fprintf(w, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#eee"/><text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n",
 			left, py(y), width-right, py(y), left-4, py(y)+4, short(y))
 	}

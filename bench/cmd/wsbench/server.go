@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"time"
@@ -74,6 +76,24 @@ type readyEvent struct {
 	Addrs []string `json:"addrs"`
 }
 
+// writeHeapProfile writes the server's heap profile to
+// $WSBENCH_HEAPPROFILE/server-<pid>.heap.pprof when that variable names a
+// directory. It runs after every measuring GC and overwrites the file, so
+// what is left describes the last measurement (with -scenarios idle: the
+// idle connections). Errors are ignored: profiling must not fail a run.
+func writeHeapProfile() {
+	dir := os.Getenv("WSBENCH_HEAPPROFILE")
+	if dir == "" {
+		return
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("server-%d.heap.pprof", os.Getpid())))
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_ = pprof.Lookup("heap").WriteTo(f, 0)
+}
+
 // runServer is the -role server entry point: it serves the target on addrs
 // and answers the coordinator's commands on stdin/stdout until stdin closes.
 func runServer(ctx context.Context, targetName, addrList string) error {
@@ -105,6 +125,7 @@ func runServer(ctx context.Context, targetName, addrList string) error {
 			if a.GC {
 				runtime.GC()
 				debug.FreeOSMemory()
+				writeHeapProfile()
 			}
 			s, err := procstat.Self()
 			if err != nil {

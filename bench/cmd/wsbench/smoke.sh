@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Smoke run of the wsbench connection harness, for CI (.ci/smoke):
-# 2,000 connections per target, every target (switchboard, switchboard-pool
-# and baseline), every scenario briefly (idle, echo, broadcast, churn), with -strict so that
+# 2,000 connections per target, every target (switchboard, switchboard-pool,
+# baseline and the peers centrifuge, gws, gobwas and coder), every scenario
+# briefly (idle, echo, broadcast, churn), with -strict so that
 # a target that fails to hold its connections, loses a message, or leaks in
 # churn fails the run. Also checks the JSON output (one object per target
 # per scenario with the documented keys) and that the HTML report is written.
-# Takes about a minute on 2 loaded cores. Exits non-zero on any failure.
+# Takes 2–3 minutes on 2 loaded cores. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/../.."   # the bench module
 
@@ -14,14 +15,15 @@ trap 'rm -rf "$out"' EXIT
 
 go build -o "$out/wsbench" ./cmd/wsbench
 rc=0
-targets=switchboard,switchboard-pool,baseline
-want=$((3 * 4)) # targets × scenarios
-timeout 600 "$out/wsbench" -smoke -targets "$targets" -json -html "$out/report.html" "$@" >"$out/results.jsonl" || rc=$?
+targets=switchboard,switchboard-pool,baseline,centrifuge,gws,gobwas,coder
+ntargets=$(tr ',' '\n' <<<"$targets" | wc -l)
+want=$((ntargets * 4)) # targets × scenarios
+timeout 900 "$out/wsbench" -smoke -targets "$targets" -json -html "$out/report.html" "$@" >"$out/results.jsonl" || rc=$?
 cat "$out/results.jsonl"
 
 lines=$(grep -c '^{' "$out/results.jsonl" || true)
 if [[ "$lines" -ne "$want" ]]; then
-  echo "smoke: want $want JSON lines (3 targets × 4 scenarios), got $lines" >&2
+  echo "smoke: want $want JSON lines ($ntargets targets × 4 scenarios), got $lines" >&2
   exit 1
 fi
 for key in target scenario conns established server_rss_bytes rss_per_conn_bytes connect_seconds \

@@ -141,3 +141,17 @@ func HistQuantile(h *metrics.Float64Histogram, q float64) float64 {
 	}
 	return h.Buckets[len(h.Buckets)-1]
 }
+
+// LoadAvg returns the 1-minute load average from a /proc/loadavg-format
+// file (the first field).
+func LoadAvg(path string) (float64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	f := bytes.Fields(b)
+	if len(f) == 0 {
+		return 0, fmt.Errorf("procstat: %s is empty", path)
+	}
+	return strconv.ParseFloat(string(f[0]), 64)
+}

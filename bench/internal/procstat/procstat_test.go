@@ -2,6 +2,8 @@ package procstat
 
 import (
 	"math"
+	"os"
+	"path/filepath"
 	"runtime/metrics"
 	"testing"
 
@@ -37,4 +39,18 @@ func TestHistQuantile(t *testing.T) {
 	assert.Equal(t, 3.0, HistQuantile(h, 0.99))
 	assert.Equal(t, 3.0, HistQuantile(h, 1), "the +Inf bucket reports its lower bound")
 	assert.Zero(t, HistQuantile(&metrics.Float64Histogram{Counts: []uint64{0}, Buckets: []float64{0, 1}}, 0.99))
+}
+
+func TestLoadAvg(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "loadavg")
+	require.NoError(t, os.WriteFile(p, []byte("3.52 2.10 1.05 4/812 12345\n"), 0o644))
+	v, err := LoadAvg(p)
+	require.NoError(t, err)
+	assert.InDelta(t, 3.52, v, 1e-9)
+	require.NoError(t, os.WriteFile(p, nil, 0o644))
+	_, err = LoadAvg(p)
+	assert.Error(t, err)
+	_, err = LoadAvg(filepath.Join(dir, "missing"))
+	assert.Error(t, err)
 }

@@ -239,7 +239,9 @@ func artifactsDir(t *testing.T) string {
 // accepts the offer in another browser context; the customer's page
 // reconnects by itself, reloads and keeps the history, and gets a message
 // sent while it was away filled in; the supervisor watches; a VIP who
-// arrived after a standard customer is offered first.
+// arrived after a standard customer is offered first; when the first
+// customer comes back with a second conversation, the agent console shows
+// the first one under "Earlier conversations".
 func TestBrowserPages(t *testing.T) {
 	t0 := time.Now()
 	step := func(what string) { t.Logf("%6.2fs  %s", time.Since(t0).Seconds(), what) }
@@ -333,6 +335,20 @@ func TestBrowserPages(t *testing.T) {
 	ann.click("#banner button")
 	ann.waitJS("notice dismissed", `document.querySelector("#banner").hidden`)
 
+	step("the node says it restored its delivery (sync) after the page missed a message: the page resumes and fills it in")
+	// A sync only comes after a Redis outage, so the test makes the page
+	// forget its last message and hands it the server's sync envelope.
+	require.Equal(t, []int{1, 2, 3, 4}, evalJS[[]int](ann, `(() => {
+		const conv = JSON.parse(localStorage.getItem("supportdesk.customer")).conv;
+		const t = Desk.Transcript.of(conv);
+		t.msgs.delete(5); t.contig = 4; t.target = 4; t.onChange();
+		const shown = [...document.querySelectorAll("#messages li.msg[data-offset]")].map(e => +e.dataset.offset);
+		Desk.active.ws.onmessage({data: JSON.stringify({type: "sync", conv, offset: 5, epoch: t.epoch, ts: Date.now()})});
+		return shown;
+	})()`), "the page lost its last message")
+	ann.waitJS("the missed message filled in after the sync", `[...document.querySelectorAll("#messages li.msg[data-offset]")].map(e => e.dataset.offset).join() === "1,2,3,4,5"`)
+	ann.waitJS("the resume batch ended (resumed)", `!document.querySelector("#messages").hasAttribute("aria-busy")`)
+
 	step("the supervisor sees the conversation and watches it")
 	sup.waitText("#convs tbody", "Ann")
 	sup.waitText("#agents tbody", "a-bob")
@@ -401,6 +417,46 @@ func TestBrowserPages(t *testing.T) {
 	vera.waitText("#messages .note", "back at the front of the queue")
 	vera.waitText("#conv-state", "Waiting")
 	bob.waitJS("Vera left the agent's list", `![...document.querySelectorAll("#convs .conv-name")].some(e => e.textContent === "Vera")`)
+
+	step("the agent takes the next customer: no earlier conversations")
+	bob.click("#offers .offer .accept")
+	bob.waitText("#pane-name", "Sam")
+	sam.waitText("#agent-line", "Bob")
+	bob.click("#history > summary")
+	bob.waitText("#history-body .history-empty", "No earlier conversations")
+	bob.waitText("#history-count", "0")
+
+	step("the first customer comes back with a second conversation: the agent sees the first one in Earlier conversations")
+	ann.click("#again")
+	bob.waitText("#offers .offer-name", "Ann")
+	bob.click("#offers .offer .accept")
+	bob.waitText("#pane-name", "Ann")
+	ann.waitText("#agent-line", "Bob")
+	bob.waitText("#history-count", "1")
+	bob.waitText("#history .history-conv .history-head", "resolved")
+	bob.waitText("#history .history-conv .history-agent", "you")
+	bob.waitText("#history .history-conv .history-messages .msg .text", "Hello, my order #1234 has not arrived")
+	require.Equal(t, []int{1, 2, 3, 4, 5}, evalJS[[]int](bob, `[...document.querySelectorAll("#history .history-conv .history-messages li.msg")].map(e => +e.dataset.offset)`), "the first conversation's whole transcript, in order")
+	require.Equal(t, 0, evalJS[int](bob, `document.querySelectorAll("#messages li.msg").length`), "the new conversation's own transcript is separate (empty so far)")
+	ann.typeInto("#composer-text", "Hi again, a question about the same order\n")
+	bob.waitText("#messages .msg.theirs .text", "Hi again")
+	require.Equal(t, 1, evalJS[int](bob, `document.querySelectorAll("#history .history-conv").length`), "the history lists only the earlier conversation")
+
+	step("a failed history request shows an error in the panel, and Try again asks the server again")
+	evalJS[chromedp.Void](bob, `(() => {
+		const conv = document.querySelector("#convs button.conv.selected").dataset.focusKey.slice(2);
+		Desk.active.ws.onmessage({data: JSON.stringify({type: "error", code: "unavailable", ref: "history", conv, message: "history unavailable; retry"})});
+	})()`)
+	bob.waitText("#history-body .history-error", "history unavailable")
+	bob.click("#history-body .history-retry")
+	bob.waitText("#history .history-conv .history-messages .msg .text", "Hello, my order #1234 has not arrived")
+	require.Equal(t, 0, evalJS[int](bob, `document.querySelectorAll("#toasts .toast.error").length`), "the history error is shown in the panel, not as a toast")
+	bob.shot(shots, "agent-history")
+	bob.checkLayout("1280x800 with the history open")
+	bob.do(chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)))
+	bob.checkLayout("390x844 with the history open")
+	bob.shot(shots, "agent-history-phone")
+	bob.do(chromedp.EmulateViewport(1280, 800))
 
 	if os.Getenv("SWITCHBOARD_UPDATE_SCREENSHOTS") == "1" {
 		docs := filepath.Join("..", "..", "..", "..", "docs", "screenshots")

@@ -256,6 +256,8 @@ func (c *core) run() {
 		case <-c.stop:
 			return
 		case <-c.box.signal:
+			// Offer after every batch, not only when the mailbox runs dry:
+			// under a steady stream of commands it never does.
 			for {
 				items := c.box.take()
 				if len(items) == 0 {
@@ -264,10 +266,10 @@ func (c *core) run() {
 				for _, f := range items {
 					f()
 				}
-			}
-			if c.needDrain {
-				c.needDrain = false
-				c.drain()
+				if c.needDrain {
+					c.needDrain = false
+					c.drain()
+				}
 			}
 		case <-stats.C:
 			c.dropDeadNodes()

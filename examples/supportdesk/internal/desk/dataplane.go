@@ -304,15 +304,15 @@ func (d *dataPlane) history(c *gateway.Conn, e *protocol.Envelope) {
 		send(c, protocol.Error(storeErrorCode(err), protocol.RefOf(e), e.Conv, "history unavailable; retry"))
 		return
 	}
-	recs, err := d.repo.CustomerConversations(ctx, rec.Customer, historyConvs+1)
+	recs, err := d.repo.CustomerConversations(ctx, rec.Customer, 4*historyConvs)
 	if err != nil {
 		send(c, protocol.Error(storeErrorCode(err), protocol.RefOf(e), e.Conv, "history unavailable; retry"))
 		return
 	}
 	out := &protocol.Envelope{Type: protocol.TypeHistory, Conv: e.Conv, Customer: rec.Customer, Name: rec.CustomerName}
 	for _, r := range recs {
-		if r.ID == e.Conv || len(out.Convs) == historyConvs {
-			continue
+		if r.ID == e.Conv || len(out.Convs) == historyConvs || !r.Conversation.Created.Before(rec.Conversation.Created) {
+			continue // only conversations opened before the requested one
 		}
 		last, err := d.repo.LastOffset(ctx, r.ID)
 		if err != nil {

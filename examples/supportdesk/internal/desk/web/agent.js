@@ -1,5 +1,6 @@
 // Agent console: presence, incoming offers with a countdown, the agent's
-// conversations with unread counts, chat panes, transfer and resolve.
+// conversations with unread counts, chat panes, transfer and resolve, and the
+// customer's earlier conversations (read-only, from the server's history).
 "use strict";
 
 (() => {
@@ -16,6 +17,12 @@
   const names = new Map(); // customer ID → display name
   let selected = "";
   let accepting = "";
+  // history caches the server's answer to history, per conversation (asked
+  // once): {state: "loading"} until it comes, then {state: "ok", convs,
+  // byConv} or {state: "error", code, message}.
+  const history = new Map();
+  const historyIdle = { state: "idle" }; // not asked yet (not connected)
+  let historyShown = null; // {conv, h}: what the panel shows
 
   const ui = {
     login: $("#login"), loginForm: $("#login-form"), name: $("#name"), skills: $("#skills"), capacity: $("#capacity"),
@@ -26,6 +33,7 @@
     transferForm: $("#transfer-form"), transferTo: $("#transfer-to"), toQueue: $("#to-queue"), resolve: $("#resolve"),
     closePane: $("#close-pane"), messages: $("#messages"), typing: $("#typing"), composer: $("#composer"),
     text: $("#composer-text"), send: $("#send"),
+    history: $("#history"), historyCount: $("#history-count"), historyBody: $("#history-body"),
   };
 
   function send(env) {
@@ -192,6 +200,130 @@
     ui.closePane.hidden = !ended;
     renderTranscript(ui.messages, c.t, me, { ticks: true, peerRead: c.peerRead, pending: c.pending, forceBottom });
     renderTyping();
+    renderHistory();
+  }
+
+  // ---------- earlier conversations ----------
+
+  // askHistory asks the server, once per conversation, for the customer's
+  // earlier conversations; when not connected, the next render asks.
+  function askHistory(id) {
+    if (!id || history.has(id)) return;
+    if (send({ type: "history", conv: id })) history.set(id, { state: "loading" });
+  }
+
+  function forgetConv(id) {
+    convs.delete(id);
+    history.delete(id);
+  }
+
+  function fmtDate(ms) {
+    if (!ms) return "Unknown date";
+    return new Date(ms).toLocaleString([], { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  }
+
+  function onHistory(e) {
+    if (e.customer && e.name) names.set(e.customer, e.name);
+    const byConv = new Map();
+    for (const m of e.items || []) {
+      if (!m || !m.conv) continue;
+      if (!byConv.has(m.conv)) byConv.set(m.conv, []);
+      byConv.get(m.conv).push(m);
+    }
+    for (const list of byConv.values()) list.sort((a, b) => (a.offset || 0) - (b.offset || 0));
+    const earlier = (e.convs || []).filter((ci) => ci && ci.conv && ci.conv !== e.conv);
+    earlier.sort((a, b) => (b.created || 0) - (a.created || 0)); // newest first
+    history.set(e.conv, { state: "ok", convs: earlier, byConv });
+    if (e.conv === selected) renderHistory();
+  }
+
+  function historyError(e) {
+    history.set(e.conv, { state: "error", code: e.code, message: e.message });
+    if (e.conv === selected) renderHistory();
+  }
+
+  // renderHistory fills the "Earlier conversations" panel for the selected
+  // conversation, asking for it first; it redraws only when the answer
+  // changed, so open sections and scroll positions stay.
+  function renderHistory() {
+    const c = convs.get(selected);
+    if (!c) return;
+    askHistory(c.id);
+    const h = history.get(c.id) || historyIdle;
+    if (historyShown && historyShown.conv === c.id && historyShown.h === h) return;
+    historyShown = { conv: c.id, h };
+    ui.history.classList.toggle("history-has", h.state === "ok" && h.convs.length > 0);
+    if (h.state === "loading" || h.state === "idle") ui.historyBody.setAttribute("aria-busy", "true");
+    else ui.historyBody.removeAttribute("aria-busy");
+    if (h.state === "ok") {
+      ui.historyCount.textContent = String(h.convs.length);
+      ui.historyCount.setAttribute("aria-label", h.convs.length === 1 ? "1 conversation" : h.convs.length + " conversations");
+    } else {
+      ui.historyCount.textContent = h.state === "error" ? "unavailable" : "…";
+      ui.historyCount.removeAttribute("aria-label");
+    }
+    if (h.state === "idle" || h.state === "loading") {
+      ui.historyBody.replaceChildren(el("p", { class: "muted small history-empty" }, h.state === "idle" ? "Earlier conversations load when the console is connected." : "Loading earlier conversations…"));
+      return;
+    }
+    if (h.state === "error") {
+      const why =
+        h.code === "forbidden" || h.code === "not_participant"
+          ? "only the assigned agent or a supervisor may read them."
+          : h.code === "no_conversation"
+            ? "this conversation no longer exists on the server."
+            : h.message || h.code || "unknown error";
+      ui.historyBody.replaceChildren(
+        el("p", { class: "error small history-error", role: "alert" }, "Could not load earlier conversations: " + why),
+        el("button", { type: "button", class: "history-retry", onclick: () => { history.delete(c.id); renderHistory(); } }, "Try again"),
+      );
+      return;
+    }
+    if (!h.convs.length) {
+      ui.historyBody.replaceChildren(el("p", { class: "muted small history-empty" }, "No earlier conversations with " + (names.get(c.customer) || "this customer") + "."));
+      return;
+    }
+    ui.historyBody.replaceChildren(
+      el("ol", { class: "history-list" }, h.convs.map((ci, i) => historyEntry(ci, h.byConv.get(ci.conv) || [], i === 0))),
+    );
+  }
+
+  // historyEntry is one earlier conversation: date, state, agent and its
+  // transcript, read-only; the newest one starts open.
+  function historyEntry(ci, msgs, open) {
+    let agent = "no agent";
+    if (ci.agent) {
+      const m = msgs.find((x) => x.from === ci.agent && x.name);
+      agent = ci.agent === me ? "you" : m ? m.name : ci.agent;
+    }
+    const date = fmtDate(ci.created);
+    const state = ci.state || "closed";
+    const list = el("ol", { class: "messages history-messages", "aria-label": "Messages of the conversation of " + date });
+    if (msgs.length) {
+      const items = msgs.map((m) => ({ msg: m }));
+      if (msgs[0].offset > 1) items.unshift({ note: { text: "Only the last " + msgs.length + " messages are shown." } });
+      renderTranscript(list, { items: () => items, loading: false }, me, {});
+    } else {
+      list.append(el("li", { class: "note" }, "No messages."));
+    }
+    return el(
+      "li",
+      { class: "history-conv", dataset: { conv: ci.conv } },
+      el(
+        "details",
+        { open },
+        el(
+          "summary",
+          { class: "history-head" },
+          el("time", { class: "history-date", datetime: ci.created ? new Date(ci.created).toISOString() : null }, date),
+          el("span", { class: "pill pill-" + state }, state),
+          ci.tier ? tierBadge(ci.tier) : null,
+          el("span", { class: "history-agent small" }, "Agent: " + agent),
+          el("span", { class: "muted small" }, msgs.length === 1 ? "1 message" : msgs.length + " messages"),
+        ),
+        list,
+      ),
+    );
   }
 
   function renderTyping() {
@@ -226,6 +358,7 @@
         me = e.from;
         presence = e.state || "online";
         offers.clear(); // pending offers are sent again after hello
+        for (const [id, h] of history) if (h.state !== "ok") history.delete(id); // asked again below
         const live = new Set();
         for (const ci of e.convs || []) {
           if (ci.agent !== me || ci.state === "resolved" || ci.state === "closed") continue;
@@ -295,7 +428,7 @@
       case "transferred": {
         const c = convs.get(e.conv);
         if (!c || e.from !== me) break;
-        convs.delete(e.conv);
+        forgetConv(e.conv);
         toast(e.to ? "Transferred " + (names.get(c.customer) || c.customer) + " to " + e.to + "." : "Sent " + (names.get(c.customer) || c.customer) + " back to the queue.", "");
         if (selected === e.conv) selected = convs.size ? [...convs.keys()][0] : "";
         render();
@@ -351,7 +484,19 @@
         if (c) c.t.reload(e);
         break;
       }
+      case "sync":
+      case "resumed":
+        // Handled by the conversation's Transcript (client.js): sync resumes
+        // when its offset is above ours; resumed ends a resume batch.
+        break;
+      case "history":
+        onHistory(e);
+        break;
       case "error":
+        if ((e.ref || "").split(":")[0] === "history" && e.conv) {
+          historyError(e); // shown in the Earlier conversations panel
+          break;
+        }
         toast(e.message || e.code, "error");
         if (e.code === "offer_gone" && e.conv) {
           offers.delete(e.conv);
@@ -428,7 +573,7 @@
   ui.toQueue.addEventListener("click", () => selected && send({ type: "transfer", conv: selected }));
   ui.resolve.addEventListener("click", () => selected && send({ type: "resolve", conv: selected }));
   ui.closePane.addEventListener("click", () => {
-    convs.delete(selected);
+    forgetConv(selected);
     selected = convs.size ? [...convs.keys()][0] : "";
     render();
   });
@@ -438,6 +583,8 @@
     saved.clear();
     s = null;
     convs.clear();
+    history.clear();
+    historyShown = null;
     offers.clear();
     selected = "";
     status = { state: "closed", detail: "" };

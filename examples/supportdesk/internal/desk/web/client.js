@@ -2,6 +2,11 @@
 // connection that speaks the protocol of PROTOCOL.md, a per-conversation
 // transcript that de-duplicates by offset and asks for what it missed, and
 // small DOM helpers. Plain JavaScript, no build step, no dependencies.
+//
+// The connection hands the recovery envelopes that only concern a
+// transcript (sync, resumed, and errors answering a resume) to the page's
+// Transcript of that conversation itself, before the page sees them, so
+// every page follows PROTOCOL.md's recovery rules the same way.
 "use strict";
 
 const Desk = (() => {
@@ -199,6 +204,7 @@ const Desk = (() => {
           this.connectedOnce = true;
           this.onStatus("online");
         }
+        recover(env);
         this.onEnvelope(env);
       };
       ws.onclose = (ev) => {
@@ -235,6 +241,28 @@ const Desk = (() => {
     }
   }
 
+  // recover passes the envelopes of the recovery protocol to the
+  // conversation's Transcript: sync (the node restored its delivery and may
+  // have missed messages: resume if its offset is above ours), resumed (the
+  // end of a resume batch) and an error answering a resume. Pages may ignore
+  // these types; they still get them.
+  function recover(env) {
+    if (!env.conv) return;
+    const t = Transcript.of(env.conv);
+    if (!t) return;
+    switch (env.type) {
+      case "sync":
+        t.sync(env);
+        break;
+      case "resumed":
+        t.resumed(env);
+        break;
+      case "error":
+        if ((env.ref || "").split(":")[0] === "resume") t.resumeFailed(env);
+        break;
+    }
+  }
+
   // statusText renders a connection state for a status pill.
   function renderStatus(node, state, detail, conn) {
     node.className = "status status-" + state;
@@ -249,15 +277,21 @@ const Desk = (() => {
 
   // ---------- transcript ----------
 
+  // live maps a conversation ID to the newest Transcript made for it: the one
+  // the connection hands sync, resumed and resume errors to.
+  const live = new Map();
+
   // Transcript is one conversation's messages as this client has them.
   // Offsets are unique within an epoch; contig is the highest offset up to
-  // which nothing is missing (or was given up after a reload). Whenever the
-  // client learns of a higher offset, or sees a gap, it resumes from contig.
+  // which nothing is missing. Whenever the client learns of a higher offset
+  // (hello, queued, assigned, watch, ack, sync), or sees a gap, it resumes
+  // from contig; a reload (our copy is from another epoch) drops the copy and
+  // resumes from the start.
   class Transcript {
     constructor(conv, { send, onChange, onReload }) {
       this.conv = conv;
       this.epoch = "";
-      this.contig = 0; // everything ≤ contig is shown or unavailable
+      this.contig = 0; // everything ≤ contig is shown
       this.msgs = new Map(); // offset → message envelope
       this.notes = []; // local system lines: {after, text, ts}
       this.send = send;
@@ -265,6 +299,22 @@ const Desk = (() => {
       this.onReload = onReload || (() => {});
       this.resumeAt = 0;
       this.resyncing = false; // a resume with a stale epoch is waiting for reload
+      this.target = 0; // the highest offset the server told us about
+      this.inflight = 0; // resumes sent on this connection and not answered yet
+      this.stalls = 0; // answered resumes in a row that brought nothing new
+      this.contigAtSend = 0;
+      this.retryTimer = null;
+      live.set(conv, this);
+    }
+
+    // of returns the newest Transcript of conv, if the page made one.
+    static of(conv) {
+      return live.get(conv) || null;
+    }
+
+    // loading is true while a resume is unanswered.
+    get loading() {
+      return this.inflight > 0;
     }
 
     get last() {
@@ -274,47 +324,89 @@ const Desk = (() => {
     }
 
     // known reports a position the server mentioned (queued, assigned,
-    // watch, ack, resolved); it resumes when we are behind.
+    // watch, ack, resolved, sync); it resumes when we are behind.
     known(offset, epoch) {
       if (epoch && this.epoch && epoch !== this.epoch) {
         this.resync();
         return;
       }
       if (epoch && !this.epoch) this.epoch = epoch;
+      if ((offset || 0) > this.target) this.target = offset || 0;
       if ((offset || 0) > this.contig) this.resume();
+    }
+
+    // sync handles the server's sync: the node restored its delivery of the
+    // conversation and may have missed messages; resume if its offset is
+    // above ours.
+    sync(e) {
+      this.known(e.offset || 0, e.epoch);
     }
 
     // reconnected resumes after a (re)connect from our last offset; offset
     // and epoch are the server's position from hello, when known.
     reconnected(offset, epoch) {
       this.resyncing = false;
+      this.inflight = 0; // answers to the old connection's resumes never come
+      this.stalls = 0;
+      if ((offset || 0) > this.target && !(epoch && this.epoch && epoch !== this.epoch)) this.target = offset || 0;
       if (epoch && this.epoch && epoch !== this.epoch) this.resync();
       else this.resume(true);
     }
 
     // resync asks with our old epoch, once, so that the server answers
-    // reload with its current position.
+    // reload with its epoch.
     resync() {
       if (this.resyncing) return;
       this.resyncing = true;
       this.sendResume();
     }
 
-    // resume asks for everything after contig (throttled while one is in flight).
+    // resume asks for everything after contig (throttled while one is in
+    // flight; the resumed marker checks again whether more is needed).
     resume(force) {
       if (this.resyncing) return;
-      if (!force && Date.now() - this.resumeAt < 700) return;
+      if (!force && this.inflight > 0 && Date.now() - this.resumeAt < 700) return;
       this.sendResume();
     }
 
     sendResume() {
-      this.resumeAt = Date.now();
       const env = { type: "resume", conv: this.conv };
       if (this.contig > 0 || this.epoch) {
         env.offset = this.contig;
         env.epoch = this.epoch;
       }
-      this.send(env);
+      if (!this.send(env)) return; // not connected: hello resumes
+      this.resumeAt = Date.now();
+      this.contigAtSend = this.contig;
+      const was = this.loading;
+      this.inflight++;
+      if (!was) this.onChange();
+    }
+
+    // resumed handles the end marker of a resume batch: the loading state
+    // ends, and if we still miss messages (a gap, or an offset the server
+    // mentioned meanwhile) we ask again — but not forever when the answers
+    // bring nothing new.
+    resumed(e) {
+      if (this.inflight > 0) this.inflight--;
+      if (e.epoch && !this.epoch) this.epoch = e.epoch;
+      if (this.contig > this.contigAtSend) this.stalls = 0;
+      else this.stalls++;
+      const behind = this.target > this.contig || this.last > this.contig;
+      if (behind && this.inflight === 0 && !this.resyncing && this.stalls < 3) this.sendResume();
+      this.onChange();
+    }
+
+    // resumeFailed handles an error answering our resume: the loading state
+    // ends; a temporary failure is retried after a second.
+    resumeFailed(e) {
+      if (this.inflight > 0) this.inflight--;
+      if (this.resyncing && this.inflight === 0) this.resyncing = false;
+      if (["unavailable", "internal", "rate_limited"].includes(e.code)) {
+        clearTimeout(this.retryTimer);
+        this.retryTimer = setTimeout(() => this.resume(true), 1000);
+      }
+      this.onChange();
     }
 
     // add stores a message; it returns false for duplicates.
@@ -335,25 +427,26 @@ const Desk = (() => {
       return true;
     }
 
-    // reload handles the server's reload. A new epoch means the history
-    // was replaced: drop our copy and fetch the new one from the start. The
-    // same epoch means our position is older than what the history keeps:
-    // keep what we have and continue from the server's position.
+    // reload handles the server's reload (conv, epoch): our copy is from
+    // another epoch, so drop it and resume from the start with the server's
+    // epoch. A reload naming the epoch we already switched to answers an
+    // older resume and is ignored.
     reload(r) {
+      if (this.inflight > 0) this.inflight--;
+      const epoch = r.epoch || "";
+      if (epoch && epoch === this.epoch && !this.resyncing) {
+        this.onChange();
+        return;
+      }
       const had = this.msgs.size > 0 || this.contig > 0;
-      if (this.resyncing || (r.epoch || "") !== this.epoch) {
-        this.resyncing = false;
-        this.msgs.clear();
-        this.epoch = r.epoch || "";
-        this.contig = 0;
-        if (had) {
-          this.note("The conversation history was replaced on the server and has been reloaded.");
-          this.onReload(r);
-        }
-      } else {
-        if (this.contig >= (r.offset || 0)) return; // an answer we no longer need
-        this.contig = r.offset || 0;
-        this.note("Some earlier messages are no longer available.");
+      this.resyncing = false;
+      this.msgs.clear();
+      this.epoch = epoch;
+      this.contig = 0;
+      this.target = 0;
+      this.stalls = 0;
+      if (had) {
+        this.note("The conversation history was replaced on the server and has been reloaded.");
         this.onReload(r);
       }
       this.sendResume();
@@ -435,6 +528,8 @@ const Desk = (() => {
       );
     }
     list.replaceChildren(frag);
+    if (t.loading) list.setAttribute("aria-busy", "true");
+    else list.removeAttribute("aria-busy");
     if (atBottom || o.forceBottom) list.scrollTop = list.scrollHeight;
   }
 

@@ -274,6 +274,11 @@
       case "reload":
         if (t && e.conv === t.conv) t.reload(e);
         break;
+      case "sync":
+      case "resumed":
+        // Handled by the Transcript (client.js): sync resumes when its offset
+        // is above ours; resumed ends a resume batch.
+        break;
       case "error":
         if (e.code === "no_conversation" && s.conv && e.conv === s.conv) setMode("ended");
         toast(e.message || e.code, "error");
