@@ -83,7 +83,9 @@ poll:
 	assert.Same(t, c, e.conn)
 	assert.Equal(t, CloseSlowConsumer, e.code)
 	assert.LessOrEqual(t, maxQueued, capBytes)
-	assert.Greater(t, maxQueued, capBytes/2, "the cap was never approached: the test measured nothing")
+	// The 4008 above proves the queue reached the cap (nothing else closes
+	// with it); in inline mode that can happen between two samples, so the
+	// sampled peak is only logged.
 	assert.Less(t, maxHeap-baseHeap, uint64(capBytes+pingFloodHeapSlack), "heap grew by %d MiB", (maxHeap-baseHeap)>>20)
 	t.Logf("max queued %d B, heap growth %.1f MiB", maxQueued, float64(maxHeap-baseHeap)/(1<<20))
 	assertHealthy(t, h)
