@@ -35,14 +35,18 @@ var ErrDraining = errors.New("gateway: draining")
 // engine, the handler executor and the sweeper goroutine; Shutdown stops
 // them all. All methods are safe for concurrent use.
 type Gateway struct {
-	cfg    Config
-	maxOut int64
-	engine *nbhttp.Engine
-	up     *websocket.Upgrader
-	exec   *executor
-	reg    *registry
-	ips    *ipLimiter // nil without Config.HandshakeRate
-	m      *metrics
+	// written maps each upgraded *nbio.Conn to its *Conn for the
+	// engine's written-size callback, which runs on writing goroutines and
+	// must not read the nbio session (the event loop swaps it).
+	written sync.Map
+	cfg     Config
+	maxOut  int64
+	engine  *nbhttp.Engine
+	up      *websocket.Upgrader
+	exec    *executor
+	reg     *registry
+	ips     *ipLimiter // nil without Config.HandshakeRate
+	m       *metrics
 
 	nextID atomic.Uint64
 	slots  atomic.Int64 // reserved or open WebSocket connections, for MaxConns
@@ -117,19 +121,11 @@ func New(cfg Config) (*Gateway, error) {
 	// would answer 1002).
 	g.engine.CheckUtf8 = func([]byte) bool { return true }
 	g.engine.Engine.OnWrittenSize(func(nc *nbio.Conn, _ []byte, n int) {
-		// Runs inside nbio writes, possibly under the websocket conn's lock:
-		// read the sessions without locking and touch only atomics.
-		var ws *websocket.Conn
-		switch s := nc.Session().(type) {
-		case *frameGuard:
-			ws = s.ws
-		case *websocket.Conn:
-			ws = s
-		default:
-			return
-		}
-		if c, ok := ws.Session().(*Conn); ok {
-			c.written(g, n)
+		// Runs inside nbio writes, possibly under the websocket conn's lock,
+		// on any goroutine: look the connection up without nbio's session
+		// (which the event loop replaces) and touch only atomics.
+		if v, ok := g.written.Load(nc); ok {
+			v.(*Conn).written(g, n)
 		}
 	})
 	g.engine.Engine.OnData(g.onData)
@@ -367,6 +363,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		c.inline = true
 		setExecute(ws, c.executeInline)
 	}
+	g.written.Store(c.nbc, c)
 	g.reg.add(c)
 	ws.SetSession(c)
 	if g.m != nil {
@@ -604,6 +601,7 @@ func (g *Gateway) release(c *Conn, err error, wait bool) {
 		return
 	}
 	g.reg.remove(c)
+	g.written.Delete(c.nbc)
 	g.slots.Add(-1)
 	if c.userSlot {
 		g.reg.releaseUser(c.ident.UserID)

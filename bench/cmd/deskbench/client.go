@@ -643,6 +643,8 @@ func (lg *loadGen) onMessage(ws *websocket.Conn, _ websocket.MessageType, data [
 		dc.onResolved(&f, now)
 	case "resumed":
 		dc.onResumed(&f)
+	case "sync":
+		dc.onSync(&f)
 	case "offer_expired":
 		lg.cnt.offersExpired.Add(1)
 	case "error":
@@ -1082,6 +1084,20 @@ func (dc *dconn) onResumed(f *frame) {
 				dc.resumeLocked(cv)
 			}
 		}
+	}
+	dc.mu.Unlock()
+}
+
+// onSync handles the server's sync hint (PROTOCOL.md: the node restored a
+// lost subscription and may have missed delivering messages): resume when
+// the transcript is ahead of what this connection has.
+func (dc *dconn) onSync(f *frame) {
+	dc.mu.Lock()
+	if cv := dc.convs[string(f.conv)]; cv != nil && uint64(f.offset) > cv.last {
+		if uint64(f.offset) > cv.maxSeen {
+			cv.maxSeen = uint64(f.offset)
+		}
+		dc.resumeLocked(cv)
 	}
 	dc.mu.Unlock()
 }

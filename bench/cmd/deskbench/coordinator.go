@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/switchboard-go/switchboard/bench/internal/ctl"
 	"github.com/switchboard-go/switchboard/bench/internal/hist"
+	"github.com/switchboard-go/switchboard/bench/internal/logw"
 	"github.com/switchboard-go/switchboard/bench/internal/plan"
 	"github.com/switchboard-go/switchboard/bench/internal/procstat"
 )
@@ -85,7 +85,7 @@ type connectFigures struct {
 // coordinate runs the whole benchmark and returns its rows: one per phase,
 // then the summary.
 func coordinate(ctx context.Context, cfg config, log io.Writer) ([]Result, error) {
-	log = &lockedWriter{w: log}
+	log = logw.Locked(log)
 	st := &runState{cfg: cfg, log: log, lastCPU: map[string]float64{}, startAt: time.Now()}
 	st.planned = st.plannedTime()
 	defer st.teardown()
@@ -252,7 +252,7 @@ func (st *runState) startClients(ctx context.Context) error {
 	env := append([]string{secretEnv + "=" + st.secret}, cfg.ChildEnv...)
 	for i := range st.plan.Clients {
 		name := "client" + strconv.Itoa(i)
-		c, err := st.group.Start(name, cfg.Self, []string{"-role", "client", "-procs", strconv.Itoa(procs)}, env, prefixWriter(st.log, "["+name+"] "))
+		c, err := st.group.Start(name, cfg.Self, []string{"-role", "client", "-procs", strconv.Itoa(procs)}, env, logw.Prefix(st.log, "["+name+"] "))
 		if err != nil {
 			return err
 		}
@@ -260,25 +260,10 @@ func (st *runState) startClients(ctx context.Context) error {
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return forEach(st.clients, func(_ int, c *ctl.Child) error {
+	return ctl.ForEach(st.clients, func(_ int, c *ctl.Child) error {
 		_, err := c.WaitEvent(rctx, "ready")
 		return err
 	})
-}
-
-// forEach runs f for every child concurrently and returns the errors.
-func forEach(cs []*ctl.Child, f func(i int, c *ctl.Child) error) error {
-	errs := make([]error, len(cs))
-	var wg sync.WaitGroup
-	for i, c := range cs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = f(i, c)
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }
 
 func (st *runState) connectAll(ctx context.Context) error {
@@ -339,7 +324,7 @@ func (st *runState) connectAll(ctx context.Context) error {
 			first += custs[i]
 			firstA += agents[i]
 		}
-		errCh <- forEach(st.clients, func(i int, c *ctl.Child) error {
+		errCh <- ctl.ForEach(st.clients, func(i int, c *ctl.Child) error {
 			a := connectArgs{
 				Nodes: nodes, Src: src, Customers: ranges[i][0], Agents: ranges[i][1],
 				AgentCap: cfg.AgentCap, AgentSkills: cfg.AgentSkills, TierMix: cfg.TierMix,
@@ -390,7 +375,7 @@ wait:
 	if st.connect.established < cfg.conns() {
 		return fmt.Errorf("only %d of %d connections established", st.connect.established, cfg.conns())
 	}
-	if err := sleepCtx(ctx, time.Second); err != nil {
+	if err := ctl.Sleep(ctx, time.Second); err != nil {
 		return err
 	}
 	for _, n := range st.nodes {
@@ -401,24 +386,13 @@ wait:
 	return nil
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // --- sampling -------------------------------------------------------------
 
 // tick samples every load generator and server process once and appends
 // the result to the series under phase.
 func (st *runState) tick(ctx context.Context, phase string) (sample, error) {
 	replies := make([]tickReply, len(st.clients))
-	err := forEach(st.clients, func(i int, c *ctl.Child) error {
+	err := ctl.ForEach(st.clients, func(i int, c *ctl.Child) error {
 		return c.Call(ctx, "tick", nil, &replies[i])
 	})
 	if err != nil {
@@ -599,7 +573,7 @@ func ms(ns int64) float64 { return float64(ns) / 1e6 }
 // each its share of the conversation rate.
 func (st *runState) configure(ctx context.Context, convRate, rate float64, sending bool, warmEnd time.Time) error {
 	shares := plan.Split(int(math.Round(convRate*1000)), len(st.clients))
-	return forEach(st.clients, func(i int, c *ctl.Child) error {
+	return ctl.ForEach(st.clients, func(i int, c *ctl.Child) error {
 		p := params{
 			ConvRate: float64(shares[i]) / 1000, PairRate: st.cfg.pairRate(rate), TypingFrac: st.cfg.TypingFrac,
 			ConvDurMS: st.cfg.ConvDuration.Milliseconds(), Sending: sending,
@@ -612,5 +586,5 @@ func (st *runState) configure(ctx context.Context, convRate, rate float64, sendi
 }
 
 func (st *runState) callAll(ctx context.Context, cmd string, args any) error {
-	return forEach(st.clients, func(_ int, c *ctl.Child) error { return c.Call(ctx, cmd, args, nil) })
+	return ctl.ForEach(st.clients, func(_ int, c *ctl.Child) error { return c.Call(ctx, cmd, args, nil) })
 }

@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"strconv"
 	"time"
+
+	"github.com/switchboard-go/switchboard/bench/internal/logw"
 )
 
 // echoResult is the same-run reference: the gateway's own echo, measured by
@@ -56,7 +58,7 @@ func (st *runState) runEcho(ctx context.Context) echoResult {
 	cmd := exec.CommandContext(ctx, bin, args...)
 	var out bytes.Buffer
 	cmd.Stdout = &out
-	cmd.Stderr = prefixWriter(st.log, "[wsbench] ")
+	cmd.Stderr = logw.Prefix(st.log, "[wsbench] ")
 	runErr := cmd.Run()
 	sc := bufio.NewScanner(&out)
 	for sc.Scan() {

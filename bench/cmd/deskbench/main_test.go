@@ -17,6 +17,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/switchboard-go/switchboard/bench/internal/logw"
 )
 
 // The test binary doubles as the load generators: the coordinator under
@@ -341,7 +343,7 @@ func TestSmokeEndToEnd(t *testing.T) {
 	}
 	require.NoError(t, cfg.validate())
 	var log bytes.Buffer
-	rows, err := coordinate(ctx, cfg, &lockedWriter{w: &log})
+	rows, err := coordinate(ctx, cfg, logw.Locked(&log))
 	require.NoError(t, err, log.String())
 	assert.NotContains(t, log.String(), "DATA RACE", "a load generator raced")
 	require.NotEmpty(t, rows)

@@ -31,7 +31,7 @@ func (st *runState) phasesRun(ctx context.Context) ([]Result, error) {
 	var rows []Result
 	if cfg.Waiting > 0 {
 		shares := plan.Split(cfg.Waiting, len(st.clients))
-		if err := forEach(st.clients, func(i int, c *ctl.Child) error {
+		if err := ctl.ForEach(st.clients, func(i int, c *ctl.Child) error {
 			return c.Call(ctx, "wait", waitArgs{Count: shares[i], Entry: cfg.WaitingEntry}, nil)
 		}); err != nil {
 			return nil, err
@@ -174,7 +174,7 @@ func (st *runState) runChaos(ctx context.Context) error {
 		st.logf("chaos: SIGKILLed %s at %s, restart in %s: %v", n.name, clock(st.chaos.killNS), cfg.ChaosDown, cfg.ChaosRestart)
 		if cfg.ChaosRestart {
 			go func() {
-				if err := sleepCtx(ctx, cfg.ChaosDown); err != nil {
+				if err := ctl.Sleep(ctx, cfg.ChaosDown); err != nil {
 					restartErr <- err
 					return
 				}
@@ -320,7 +320,7 @@ func (st *runState) finish(ctx context.Context) (joinResult, error) {
 		st.logf("finish: %d conversation views still unresolved or awaiting a resume after the audit", last.Unresolved)
 	}
 	reports := make([]reportReply, len(st.clients))
-	if err := forEach(st.clients, func(i int, c *ctl.Child) error {
+	if err := ctl.ForEach(st.clients, func(i int, c *ctl.Child) error {
 		return c.Call(ctx, "report", nil, &reports[i])
 	}); err != nil {
 		return jr, err

@@ -10,7 +10,6 @@ import (
 	"os"
 	"sort"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -566,49 +565,4 @@ td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#f4f4
 		fmt.Fprintln(w, "</tr>")
 	}
 	fmt.Fprintln(w, "</table></body></html>")
-}
-
-// ---- log plumbing -----------------------------------------------------------
-
-// lockedWriter serialises writes from the coordinator's goroutines and the
-// children's stderr copiers.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-// prefixWriter prefixes every line written to w and writes whole lines.
-func prefixWriter(w io.Writer, prefix string) io.Writer {
-	return &linePrefixer{w: w, prefix: prefix}
-}
-
-type linePrefixer struct {
-	mu     sync.Mutex
-	w      io.Writer
-	prefix string
-	buf    []byte
-}
-
-func (l *linePrefixer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf = append(l.buf, p...)
-	for {
-		i := bytes.IndexByte(l.buf, '\n')
-		if i < 0 {
-			break
-		}
-		line := append([]byte(l.prefix), l.buf[:i+1]...)
-		if _, err := l.w.Write(line); err != nil {
-			return len(p), err
-		}
-		l.buf = l.buf[i+1:]
-	}
-	return len(p), nil
 }

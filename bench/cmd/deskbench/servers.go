@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/switchboard-go/switchboard/bench/internal/logw"
 	"github.com/switchboard-go/switchboard/bench/internal/procstat"
 	"github.com/switchboard-go/switchboard/internal/pgtest"
 )
@@ -132,7 +133,7 @@ func (n *deskNode) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cmd.Stderr = prefixWriter(n.log, "["+n.name+"] ")
+	cmd.Stderr = logw.Prefix(n.log, "["+n.name+"] ")
 	p, err := startChild(n.name, cmd)
 	if err != nil {
 		return err
@@ -143,7 +144,7 @@ func (n *deskNode) start(ctx context.Context) error {
 		sc := bufio.NewScanner(out)
 		var b banner
 		sent := false
-		pw := prefixWriter(n.log, "["+n.name+"] ")
+		pw := logw.Prefix(n.log, "["+n.name+"] ")
 		for sc.Scan() {
 			line := sc.Text()
 			f := strings.Fields(line)
@@ -292,7 +293,7 @@ func startRedis(ctx context.Context, dir string, log io.Writer) (*child, string,
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--protected-mode", "no", "--dir", dir, "--maxclients", "10000")
-	cmd.Stdout = prefixWriter(log, "[redis] ")
+	cmd.Stdout = logw.Prefix(log, "[redis] ")
 	cmd.Stderr = cmd.Stdout
 	p, err := startChild("redis", cmd)
 	if err != nil {

@@ -1,49 +1,27 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
-	"crypto/sha1"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"math"
 	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
-	"github.com/lesismal/nbio"
-	"github.com/lesismal/nbio/logging"
-	"github.com/lesismal/nbio/nbhttp"
 	"github.com/lesismal/nbio/nbhttp/websocket"
 
 	"github.com/switchboard-go/switchboard/bench/internal/ctl"
 	"github.com/switchboard-go/switchboard/bench/internal/hist"
+	"github.com/switchboard-go/switchboard/bench/internal/nbclient"
 	"github.com/switchboard-go/switchboard/bench/internal/procstat"
 )
-
-// The load generator holds its connections on nbio's event loops (a handful
-// of poller goroutines for all connections, not one goroutine each) using
-// nbio's WebSocket client framing. The HTTP upgrade itself is done here, on
-// a blocking socket, so that the source address can be chosen (several
-// 127.0.0.x sources with IP_BIND_ADDRESS_NO_PORT keep 100k connections clear
-// of ephemeral-port exhaustion); the socket is then handed to nbio.
-
-// ipBindAddressNoPort is IP_BIND_ADDRESS_NO_PORT (Linux ≥ 4.2): bind() picks
-// the source address only and connect() picks the port per 4-tuple, so
-// ports are shared across destinations.
-const ipBindAddressNoPort = 24
-
-const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 type dialTarget struct {
 	Addrs []string `json:"addrs"` // server listen addresses, used round-robin
@@ -139,10 +117,9 @@ type bcastRound struct {
 }
 
 type loadClient struct {
-	srv    *ctl.Server
-	engine *nbhttp.Engine
-	opts   *websocket.Options
-	path   string
+	srv  *ctl.Server
+	nb   *nbclient.Client
+	path string
 
 	mu    sync.Mutex
 	proto string // wire protocol of every connection (proto.go), set by connect
@@ -162,29 +139,18 @@ type loadClient struct {
 }
 
 func runClient(ctx context.Context, procs int) error {
-	logging.SetLevel(logging.LevelNone)
 	if procs > 0 {
 		runtime.GOMAXPROCS(procs)
 	}
-	engine := nbhttp.NewEngine(nbhttp.Config{
-		Name:                    "wsbench-client",
-		NPoller:                 clientPollers(runtime.GOMAXPROCS(0)),
-		ReleaseWebsocketPayload: true,
-	})
-	engine.Engine.OnReadBufferFree(newLoopYield(engine.Engine.NPoller).afterRead)
-	if err := engine.Start(); err != nil {
+	cl := &loadClient{srv: ctl.NewServer(os.Stdout), path: "/ws"}
+	nb, err := nbclient.New(nbclient.Config{Name: "wsbench-client", OnMessage: cl.onMessage, OnClose: cl.onClose})
+	if err != nil {
 		return err
 	}
-	defer engine.Stop()
-	cl := &loadClient{srv: ctl.NewServer(os.Stdout), engine: engine, path: "/ws"}
-	opts := websocket.NewOptions()
-	opts.Engine = engine
-	opts.KeepaliveTime = 0
-	opts.OnMessage(cl.onMessage)
-	opts.OnClose(cl.onClose)
-	cl.opts = opts
+	defer nb.Close()
+	cl.nb = nb
 	cl.srv.Emit("ready", readyEvent{Pid: os.Getpid()})
-	err := cl.srv.Serve(ctx, os.Stdin, cl.handle)
+	err = cl.srv.Serve(ctx, os.Stdin, cl.handle)
 	cl.closeAll(2 * time.Second)
 	if ctx.Err() != nil || err == nil || err.Error() == "EOF" {
 		return nil
@@ -327,16 +293,6 @@ func (cl *loadClient) onClose(ws *websocket.Conn, err error) {
 	}
 }
 
-// clientPollers is the number of nbio event loops of a load generator with
-// procs Ps: one fewer than the Ps, so that a P stays free for the sender
-// and the runtime (see clientProcs).
-func clientPollers(procs int) int { return max(1, procs-1) }
-
-func executeInline(f func()) bool {
-	f()
-	return true
-}
-
 // closeGracefully sends a close frame and waits for the server to end the
 // connection, so the socket is closed by nbio's own event loop. Closing it
 // from another goroutine races with events already harvested by that loop:
@@ -362,83 +318,31 @@ func (cl *loadClient) dial(ctx context.Context, dst, src string, timeout time.Du
 	cl.mu.Lock()
 	proto := cl.proto
 	cl.mu.Unlock()
-	d := net.Dialer{Timeout: timeout}
-	if src != "" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
-		d.Control = func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			err := c.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
-			})
-			if err != nil {
-				return err
-			}
-			return serr
-		}
-	}
-	nc, err := d.DialContext(ctx, "tcp", dst)
-	if err != nil {
-		return err
-	}
-	_ = nc.SetDeadline(time.Now().Add(timeout))
-	var keyRaw [16]byte
-	_, _ = rand.Read(keyRaw[:])
-	key := base64.StdEncoding.EncodeToString(keyRaw[:])
-	req := "GET " + cl.path + " HTTP/1.1\r\nHost: " + dst +
-		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + key +
-		"\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	if _, err := nc.Write([]byte(req)); err != nil {
-		_ = nc.Close()
-		return err
-	}
-	br := bufio.NewReaderSize(nc, 1024)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		_ = nc.Close()
-		return err
-	}
-	_ = resp.Body.Close()
-	h := sha1.Sum([]byte(key + wsGUID))
-	if resp.StatusCode != http.StatusSwitchingProtocols ||
-		resp.Header.Get("Sec-WebSocket-Accept") != base64.StdEncoding.EncodeToString(h[:]) {
-		_ = nc.Close()
-		return fmt.Errorf("handshake: status %d", resp.StatusCode)
-	}
-	var leftover []byte
-	if n := br.Buffered(); n > 0 {
-		leftover, _ = br.Peek(n)
-		leftover = append([]byte(nil), leftover...)
-	}
-	_ = nc.SetDeadline(time.Time{})
-	nbc, err := nbio.NBConn(nc)
-	if err != nil {
-		_ = nc.Close()
-		return err
-	}
-	ws := websocket.NewClientConn(cl.opts, nbc, "", false, false)
-	ws.Engine = cl.engine
-	// Handlers only take a timestamp and bump atomics: run them inline on
-	// the event loop instead of queueing a job per message, which keeps the
-	// load generator's CPU per message small.
-	ws.Execute = executeInline
 	info := &connInfo{dst: dst, src: src, proto: proto, idx: -1, closed: make(chan struct{}), ready: make(chan struct{})}
-	ws.SetSession(info)
-	nbc.SetSession(ws)
-	nbc.OnData(cl.engine.DataHandler)
-	cl.add(ws, info)
-	if len(leftover) > 0 {
-		if err := ws.Parse(leftover); err != nil {
-			_ = nbc.Close()
-			return err
-		}
-	}
-	if _, err := cl.engine.AddConn(nbc); err != nil {
-		return err
+	ws, err := cl.nb.Dial(ctx, nbclient.Dial{
+		Dst: dst, Src: src, Path: cl.path, Timeout: timeout, Session: info,
+		Attached: func(ws *websocket.Conn) { cl.add(ws, info) },
+	})
+	if err != nil {
+		return handshakeError(err)
 	}
 	if proto == protoCentrifuge {
 		return awaitCentrifugeConnect(ctx, ws, info, timeout)
 	}
 	return nil
+}
+
+// handshakeError words a refused upgrade as wsbench always has, so that
+// connect errors read "handshake: status N".
+func handshakeError(err error) error {
+	var he *nbclient.HandshakeError
+	switch {
+	case errors.As(err, &he):
+		return fmt.Errorf("handshake: status %d", he.Status)
+	case errors.Is(err, nbclient.ErrBadAccept):
+		return fmt.Errorf("handshake: status %d", http.StatusSwitchingProtocols)
+	}
+	return err
 }
 
 // awaitCentrifugeConnect sends Centrifuge's connect command on a fresh
@@ -668,7 +572,7 @@ func (cl *loadClient) churn(ctx context.Context, a churnArgs) churnReply {
 		}
 		wg.Wait()
 		r.Closed += int64(len(victims))
-		if sleepCtx(ctx, quiet) != nil {
+		if ctl.Sleep(ctx, quiet) != nil {
 			break
 		}
 		jobs := make(chan *connInfo, len(victims))
@@ -697,9 +601,9 @@ func (cl *loadClient) churn(ctx context.Context, a churnArgs) churnReply {
 		r.Opened += opened.Load()
 		r.Failed += failed.Load()
 		if rest := wave - time.Since(waveStart); rest > quiet {
-			_ = sleepCtx(ctx, rest)
+			_ = ctl.Sleep(ctx, rest)
 		} else {
-			_ = sleepCtx(ctx, quiet)
+			_ = ctl.Sleep(ctx, quiet)
 		}
 	}
 	return r

@@ -17,6 +17,7 @@ import (
 
 	"github.com/switchboard-go/switchboard/bench/internal/ctl"
 	"github.com/switchboard-go/switchboard/bench/internal/hist"
+	"github.com/switchboard-go/switchboard/bench/internal/logw"
 	"github.com/switchboard-go/switchboard/bench/internal/plan"
 	"github.com/switchboard-go/switchboard/bench/internal/procstat"
 )
@@ -163,7 +164,7 @@ type runState struct {
 // target is recorded with Error set and the next target still runs, unless
 // ctx is cancelled.
 func coordinate(ctx context.Context, cfg config, log io.Writer) ([]Result, error) {
-	log = &lockedWriter{w: log}
+	log = logw.Locked(log)
 	soft, _, err := plan.NoFile()
 	if err != nil {
 		return nil, err
@@ -225,7 +226,7 @@ func runTarget(ctx context.Context, cfg config, target string, p plan.Plan, nsrc
 	defer cancel()
 	for i := range p.Servers {
 		c, err := st.group.Start(fmt.Sprintf("%s-server-%d", target, i), cfg.Self,
-			[]string{"-role", "server", "-target", target, "-addrs", strings.Join(listen, ",")}, cfg.ChildEnv, prefixWriter(log, fmt.Sprintf("[%s-server-%d] ", target, i)))
+			[]string{"-role", "server", "-target", target, "-addrs", strings.Join(listen, ",")}, cfg.ChildEnv, logw.Prefix(log, fmt.Sprintf("[%s-server-%d] ", target, i)))
 		if err != nil {
 			return nil, err
 		}
@@ -237,7 +238,7 @@ func runTarget(ctx context.Context, cfg config, target string, p plan.Plan, nsrc
 	}
 	for i := range p.Clients {
 		c, err := st.group.Start(fmt.Sprintf("%s-client-%d", target, i), cfg.Self,
-			[]string{"-role", "client", "-procs", procs}, cfg.ChildEnv, prefixWriter(log, fmt.Sprintf("[%s-client-%d] ", target, i)))
+			[]string{"-role", "client", "-procs", procs}, cfg.ChildEnv, logw.Prefix(log, fmt.Sprintf("[%s-client-%d] ", target, i)))
 		if err != nil {
 			return nil, err
 		}
@@ -306,19 +307,6 @@ func runTarget(ctx context.Context, cfg config, target string, p plan.Plan, nsrc
 	return out, nil
 }
 
-// lockedWriter serialises writes from the coordinator's goroutines and the
-// children's stderr copiers.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
 func jsonUnmarshal(b []byte, v any) error {
 	if len(b) == 0 {
 		return errors.New("empty reply")
@@ -329,7 +317,7 @@ func jsonUnmarshal(b []byte, v any) error {
 // serverStats asks every server for a sample, concurrently.
 func (st *runState) serverStats(ctx context.Context, gc bool) ([]serverStats, error) {
 	out := make([]serverStats, len(st.servers))
-	err := forEach(st.servers, func(i int, c *ctl.Child) error {
+	err := ctl.ForEach(st.servers, func(i int, c *ctl.Child) error {
 		return c.Call(ctx, "stats", statsArgs{GC: gc}, &out[i])
 	})
 	return out, err
@@ -337,25 +325,10 @@ func (st *runState) serverStats(ctx context.Context, gc bool) ([]serverStats, er
 
 func (st *runState) clientStats(ctx context.Context) ([]clientStats, error) {
 	out := make([]clientStats, len(st.clients))
-	err := forEach(st.clients, func(i int, c *ctl.Child) error {
+	err := ctl.ForEach(st.clients, func(i int, c *ctl.Child) error {
 		return c.Call(ctx, "stats", nil, &out[i])
 	})
 	return out, err
-}
-
-// forEach runs f for every child concurrently and returns the first error.
-func forEach(cs []*ctl.Child, f func(i int, c *ctl.Child) error) error {
-	errs := make([]error, len(cs))
-	var wg sync.WaitGroup
-	for i, c := range cs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = f(i, c)
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }
 
 func (st *runState) connect(ctx context.Context) error {
@@ -395,7 +368,7 @@ func (st *runState) connect(ctx context.Context) error {
 	replies := make([]connectReply, len(st.clients))
 	errCh := make(chan error, 1)
 	go func() {
-		errCh <- forEach(st.clients, func(i int, c *ctl.Child) error {
+		errCh <- ctl.ForEach(st.clients, func(i int, c *ctl.Child) error {
 			args := connectArgs{Src: st.src, Concurrency: st.cfg.ConnectConcurrency, TimeoutMS: int(st.cfg.ConnectTimeout / time.Millisecond),
 				Proto: targetProtocols[st.target]}
 			for s, n := range st.plan.Matrix[i] {
@@ -505,7 +478,7 @@ func (st *runState) runScenario(ctx context.Context, name string) (Result, error
 	defer stopProgress()
 	switch name {
 	case "idle":
-		err = sleepCtx(ctx, st.cfg.Settle)
+		err = ctl.Sleep(ctx, st.cfg.Settle)
 	case "echo":
 		err = st.echo(ctx, &r)
 	case "broadcast":
@@ -585,23 +558,12 @@ func (st *runState) scenarioProgress(name string, start time.Time) func() {
 	}
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 func ms(ns int64) float64 { return float64(ns) / 1e6 }
 
 func (st *runState) echo(ctx context.Context, r *Result) error {
 	shares := plan.Split(int(math.Round(st.cfg.Rate*1000)), len(st.clients))
 	replies := make([]echoReply, len(st.clients))
-	err := forEach(st.clients, func(i int, c *ctl.Child) error {
+	err := ctl.ForEach(st.clients, func(i int, c *ctl.Child) error {
 		return c.Call(ctx, "echo", echoArgs{
 			Rate: float64(shares[i]) / 1000, DurationMS: int(st.cfg.Duration / time.Millisecond),
 			Size: st.cfg.Size, DrainMS: 5000,
@@ -632,19 +594,19 @@ func (st *runState) broadcast(ctx context.Context, r *Result) error {
 	start := time.Now()
 	for rep := range st.cfg.Repeats {
 		seq := uint32(rep + 1)
-		if err := forEach(st.clients, func(_ int, c *ctl.Child) error {
+		if err := ctl.ForEach(st.clients, func(_ int, c *ctl.Child) error {
 			return c.Call(ctx, "bcast_arm", bcastArmArgs{Seq: seq}, nil)
 		}); err != nil {
 			return err
 		}
-		if err := forEach(st.servers, func(_ int, c *ctl.Child) error {
+		if err := ctl.ForEach(st.servers, func(_ int, c *ctl.Child) error {
 			var br broadcastReply
 			return c.Call(ctx, "broadcast", broadcastArgs{Seq: seq, Size: st.cfg.Size}, &br)
 		}); err != nil {
 			return err
 		}
 		waits := make([]bcastWaitReply, len(st.clients))
-		if err := forEach(st.clients, func(i int, c *ctl.Child) error {
+		if err := ctl.ForEach(st.clients, func(i int, c *ctl.Child) error {
 			return c.Call(ctx, "bcast_wait", bcastWaitArgs{Seq: seq, TimeoutMS: int(st.cfg.BroadcastTimeout / time.Millisecond)}, &waits[i])
 		}); err != nil {
 			return err
@@ -666,7 +628,7 @@ func (st *runState) broadcast(ctx context.Context, r *Result) error {
 			fmt.Fprintf(st.log, "[%s] broadcast %d: %d of %d delivered within %s\n", st.target, seq, round.Count, expected, st.cfg.BroadcastTimeout)
 		}
 		// Let the system quiesce between publishes.
-		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+		if err := ctl.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -698,7 +660,7 @@ func (st *runState) churn(ctx context.Context, r *Result) error {
 	}
 	shares := plan.Split(int(math.Round(st.cfg.ChurnRate*1000)), len(st.clients))
 	replies := make([]churnReply, len(st.clients))
-	if err := forEach(st.clients, func(i int, c *ctl.Child) error {
+	if err := ctl.ForEach(st.clients, func(i int, c *ctl.Child) error {
 		return c.Call(ctx, "churn", churnArgs{Rate: float64(shares[i]) / 1000, DurationMS: int(st.cfg.ChurnDuration / time.Millisecond), Concurrency: st.cfg.ConnectConcurrency}, &replies[i])
 	}); err != nil {
 		return err
@@ -708,7 +670,7 @@ func (st *runState) churn(ctx context.Context, r *Result) error {
 		r.ChurnOpened += rep.Opened
 		r.ChurnFailed += rep.Failed
 	}
-	if err := sleepCtx(ctx, st.cfg.Settle); err != nil {
+	if err := ctl.Sleep(ctx, st.cfg.Settle); err != nil {
 		return err
 	}
 	after, err := st.serverStats(ctx, true)
@@ -743,7 +705,7 @@ func (st *runState) churn(ctx context.Context, r *Result) error {
 // 15 s) for the servers' goroutine count to return to the pre-connection
 // baseline; it returns the last count seen.
 func (st *runState) closeAndWaitBaseline(ctx context.Context) (int64, error) {
-	if err := forEach(st.clients, func(_ int, c *ctl.Child) error {
+	if err := ctl.ForEach(st.clients, func(_ int, c *ctl.Child) error {
 		return c.Call(ctx, "close_all", nil, nil)
 	}); err != nil {
 		return 0, err
@@ -765,7 +727,7 @@ func (st *runState) closeAndWaitBaseline(ctx context.Context) (int64, error) {
 		if g <= baseG+int64(st.cfg.LeakGoroutineTolerance) || time.Now().After(deadline) {
 			return g, nil
 		}
-		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+		if err := ctl.Sleep(ctx, 100*time.Millisecond); err != nil {
 			return g, err
 		}
 	}
@@ -805,7 +767,7 @@ func checkStrict(rs []Result) []string {
 // shared among the clients, at least two. Several clients each running as
 // many Ps and event loops as there are CPUs would only add scheduler
 // wake-ups and thread hand-offs per message. A load generator runs one
-// event loop fewer than it has Ps (clientPollers): an event loop idles
+// event loop fewer than it has Ps (nbclient.Pollers): an event loop idles
 // inside epoll_wait holding its P, and when no P is idle Go's sysmon takes
 // that P back on every tick of its 20µs-to-10ms loop, which keeps sysmon
 // waking every 20µs.

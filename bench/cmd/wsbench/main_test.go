@@ -18,6 +18,8 @@ import (
 
 	"github.com/switchboard-go/switchboard/bench/internal/ctl"
 	"github.com/switchboard-go/switchboard/bench/internal/hist"
+	"github.com/switchboard-go/switchboard/bench/internal/logw"
+	"github.com/switchboard-go/switchboard/bench/internal/nbclient"
 )
 
 // The test binary doubles as the wsbench children: the coordinator under
@@ -246,15 +248,15 @@ func TestCancelKillsChildren(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var log bytes.Buffer
-	lw := &lockedWriter{w: &log}
+	lw := logw.Locked(&log)
 	done := make(chan error, 1)
 	go func() {
 		_, err := coordinate(ctx, cfg, lw)
 		done <- err
 	}()
 	require.Eventually(t, func() bool {
-		lw.mu.Lock()
-		defer lw.mu.Unlock()
+		lw.Lock()
+		defer lw.Unlock()
 		return strings.Contains(log.String(), "scenario idle")
 	}, 60*time.Second, 20*time.Millisecond)
 	require.Len(t, childPids(), 2, "one server and one client running")
@@ -294,7 +296,7 @@ func TestClientProcs(t *testing.T) {
 		assert.Equal(t, tc.want, clientProcs(tc.cpus, tc.clients), "cpus=%d clients=%d", tc.cpus, tc.clients)
 	}
 	for procs, want := range map[int]int{1: 1, 2: 1, 3: 2, 8: 7} {
-		assert.Equal(t, want, clientPollers(procs), "procs=%d", procs)
+		assert.Equal(t, want, nbclient.Pollers(procs), "procs=%d", procs)
 	}
 }
 

@@ -10,41 +10,11 @@ import (
 	"os"
 	"sort"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
+
+	"github.com/switchboard-go/switchboard/bench/internal/svgchart"
 )
-
-// prefixWriter returns a writer that prefixes every line written to w
-// (children's stderr) and writes whole lines only.
-func prefixWriter(w io.Writer, prefix string) io.Writer {
-	return &linePrefixer{w: w, prefix: prefix}
-}
-
-type linePrefixer struct {
-	mu     sync.Mutex
-	w      io.Writer
-	prefix string
-	buf    []byte
-}
-
-func (l *linePrefixer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf = append(l.buf, p...)
-	for {
-		i := bytes.IndexByte(l.buf, '\n')
-		if i < 0 {
-			break
-		}
-		line := append([]byte(l.prefix), l.buf[:i+1]...)
-		if _, err := l.w.Write(line); err != nil {
-			return len(p), err
-		}
-		l.buf = l.buf[i+1:]
-	}
-	return len(p), nil
-}
 
 // writeJSONLines prints one JSON object per result per line.
 func writeJSONLines(w io.Writer, rs []Result) error {
@@ -151,7 +121,7 @@ func compare(target, baseline float64) string {
 // ---- HTML report -------------------------------------------------------
 
 // palette has a colour per target of a full run (every target built).
-var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"}
+var palette = svgchart.Palette
 
 func writeHTMLFile(path string, cfg config, rs []Result) error {
 	var b bytes.Buffer
@@ -395,7 +365,7 @@ func lineChart(w io.Writer, series []lineSeries, color map[string]string, xLabel
 			return height - bottom - f*(height-bottom-top)
 		}
 	} else {
-		maxY = niceCeil(maxY)
+		maxY = svgchart.NiceCeil(maxY)
 		for i := 0; i <= 4; i++ {
 			yTicks = append(yTicks, maxY*float64(i)/4)
 		}
@@ -406,7 +376,7 @@ func lineChart(w io.Writer, series []lineSeries, color map[string]string, xLabel
 		left, height-bottom, width-right, height-bottom, left, top, left, height-bottom)
 	for _, y := range yTicks {
 		fmt.Fprintf(w, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#eee"/><text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n",
-			left, py(y), width-right, py(y), left-4, py(y)+4, short(y))
+			left, py(y), width-right, py(y), left-4, py(y)+4, svgchart.Short(y))
 	}
 	if percentiles {
 		for i, l := range percentileLabels {
@@ -415,7 +385,7 @@ func lineChart(w io.Writer, series []lineSeries, color map[string]string, xLabel
 	} else {
 		for i := 0; i <= 4; i++ {
 			x := maxX * float64(i) / 4
-			fmt.Fprintf(w, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", px(x), height-bottom+16, short(x))
+			fmt.Fprintf(w, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", px(x), height-bottom+16, svgchart.Short(x))
 		}
 	}
 	fmt.Fprintf(w, `<text x="%d" y="%d" text-anchor="middle">%s</text>`+"\n", (width+left)/2, height-6, html.EscapeString(xLabel))
@@ -429,27 +399,4 @@ func lineChart(w io.Writer, series []lineSeries, color map[string]string, xLabel
 		fmt.Fprintf(w, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"><title>%s</title></polyline>`+"\n", color[s.name], strings.Join(pts, " "), html.EscapeString(s.name))
 	}
 	fmt.Fprintln(w, "</svg>")
-}
-
-func niceCeil(v float64) float64 {
-	p := math.Pow(10, math.Floor(math.Log10(v)))
-	for _, m := range []float64{1, 2, 2.5, 5, 10} {
-		if m*p >= v {
-			return m * p
-		}
-	}
-	return 10 * p
-}
-
-func short(v float64) string {
-	switch {
-	case v >= 1e6:
-		return fmt.Sprintf("%.3gM", v/1e6)
-	case v >= 1e3:
-		return fmt.Sprintf("%.3gk", v/1e3)
-	case v == math.Trunc(v):
-		return fmt.Sprintf("%.0f", v)
-	default:
-		return fmt.Sprintf("%.3g", v)
-	}
 }

@@ -22,6 +22,7 @@ import (
 	"crypto/rand"
 	"crypto/sha1"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -114,6 +115,10 @@ type Dial struct {
 	// Session is set on the connection before any message can reach
 	// OnMessage.
 	Session any
+	// Attached, when set, is called with the connection once its session
+	// is set, before any frame that came with the 101 response is parsed
+	// and before it joins its event loop (so before OnClose can run).
+	Attached func(*websocket.Conn)
 }
 
 func executeInline(f func()) bool {
@@ -184,7 +189,7 @@ func (c *Client) Dial(ctx context.Context, d Dial) (*websocket.Conn, error) {
 	}
 	if resp.Header.Get("Sec-WebSocket-Accept") != base64.StdEncoding.EncodeToString(h[:]) {
 		_ = nc.Close()
-		return nil, fmt.Errorf("nbclient: handshake: bad Sec-WebSocket-Accept")
+		return nil, ErrBadAccept
 	}
 	var leftover []byte
 	if n := br.Buffered(); n > 0 {
@@ -203,6 +208,9 @@ func (c *Client) Dial(ctx context.Context, d Dial) (*websocket.Conn, error) {
 	ws.SetSession(d.Session)
 	nbc.SetSession(ws)
 	nbc.OnData(c.engine.DataHandler)
+	if d.Attached != nil {
+		d.Attached(ws)
+	}
 	if len(leftover) > 0 {
 		if err := ws.Parse(leftover); err != nil {
 			_ = nbc.Close()
@@ -214,6 +222,10 @@ func (c *Client) Dial(ctx context.Context, d Dial) (*websocket.Conn, error) {
 	}
 	return ws, nil
 }
+
+// ErrBadAccept is an upgrade answered with 101 but a wrong
+// Sec-WebSocket-Accept.
+var ErrBadAccept = errors.New("nbclient: handshake: bad Sec-WebSocket-Accept")
 
 // HandshakeError is a refused upgrade (e.g. 401 for a bad token).
 type HandshakeError struct{ Status int }
