@@ -280,8 +280,9 @@ func (a *actor) handle(e protocol.Envelope) {
 		_, seen := m[e.Offset]
 		m[e.Offset] = e.From + "|" + e.ID + "|" + e.Text
 		a.mu.Unlock()
-		// Agents answer every new customer message.
-		if !seen && a.role == "agent" && e.Role == "customer" {
+		// Agents answer every new live customer message (not the history a
+		// resume brings: answering that at once would exceed the frame rate).
+		if !seen && a.role == "agent" && e.Role == "customer" && time.Since(time.UnixMilli(e.TS)) < 2*time.Second {
 			a.say(e.Conv, "re: "+e.Text)
 		}
 	case protocol.TypeResumed:
@@ -420,12 +421,22 @@ func TestChaos(t *testing.T) {
 	// (an agent's presence), i.e. the takeover time seen by a client.
 	probe := func(avoid int) time.Duration {
 		start := time.Now()
-		ag := agents[0]
+		// An agent connected to a running node other than avoid; a fresh
+		// one when every agent happens to sit on the avoided node.
+		var ag *actor
 		for _, a := range agents {
-			if a.node != avoid {
+			a.mu.Lock()
+			ok := a.node != avoid && a.conn != nil
+			a.mu.Unlock()
+			if ok {
 				ag = a
 				break
 			}
+		}
+		if ag == nil {
+			n := (avoid + 1) % len(c.procs)
+			ag = c.newActor(fmt.Sprintf("probe%d", len(agents)), fmt.Sprintf(`{"name":"Probe%d","role":"agent","capacity":%d}`, len(agents), agentCap), n)
+			agents = append(agents, ag)
 		}
 		for len(ag.probeOK) > 0 {
 			<-ag.probeOK

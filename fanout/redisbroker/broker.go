@@ -440,7 +440,9 @@ func (b *Broker) receive(s *pshard, ps *redis.PubSub) {
 				b.log().Info("redisbroker: pub/sub resubscribed", "shard", s.idx)
 				idx := s.idx
 				b.h.HandleReconnect(func(topic string) bool { return b.shard(topic).idx == idx })
-				continue
+				// No continue: this may also be the confirmation a Subscribe
+				// is waiting for (a shard that had no channel while its
+				// connection was down only resubscribes when asked).
 			}
 			select {
 			case s.confirm <- struct{}{}:
