@@ -86,10 +86,10 @@ func (s *Server) heartbeat(ctx context.Context) ([]router.Node, error) {
 func (s *Server) tick() {
 	// The lease first, with its own deadline: it is what keeps the
 	// partition.
-	lctx, lcancel := context.WithTimeout(context.Background(), s.cfg.LeaseTTL/2)
+	lctx, lcancel := context.WithTimeout(s.ctx, s.cfg.LeaseTTL/2)
 	s.renewLease(lctx)
 	lcancel()
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.NodeTTL/2)
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.NodeTTL/2)
 	defer cancel()
 	_, err := s.heartbeat(ctx)
 	now := time.Now()
@@ -102,7 +102,9 @@ func (s *Server) tick() {
 			s.cutOff.Store(true)
 			s.log.Error("cut off from the cluster: closing client connections", "since", s.lastBeat)
 			s.gw.Range(func(c *gateway.Conn) bool {
-				_ = c.Close(CloseTryAgainLater, "node cut off from the cluster; reconnect")
+				if err := c.Close(CloseTryAgainLater, "node cut off from the cluster; reconnect"); err != nil {
+					s.log.Debug("close cut-off connection", "conn", c.ID(), "err", err)
+				}
 				return true
 			})
 		}
@@ -210,7 +212,9 @@ func (s *Server) stopCore(why string) {
 	}
 	s.log.Warn("giving up the partition", "partition", partition, "why", why)
 	c.close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	// Not s.ctx: a handover at Shutdown releases the lease after the
+	// server's context ended.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), time.Second)
 	defer cancel()
 	if s.cfg.Leases != nil {
 		if err := s.cfg.Leases.ReleaseLease(ctx, leaseName(partition), s.cfg.NodeID); err != nil {

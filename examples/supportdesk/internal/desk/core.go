@@ -114,8 +114,8 @@ type coreMetrics struct {
 	storeErrors   *prometheus.CounterVec
 }
 
-func newCore(cfg *Config, bus *fanout.Bus, repo session.Repository, data *dataPlane, fence session.Fence, onFenced func(), isLive func(string) bool) (*core, error) {
-	ctx, cancel := context.WithCancel(context.Background())
+func newCore(parent context.Context, cfg *Config, bus *fanout.Bus, repo session.Repository, data *dataPlane, fence session.Fence, onFenced func(), isLive func(string) bool) (*core, error) {
+	ctx, cancel := context.WithCancel(parent)
 	c := &core{
 		cfg:      cfg,
 		bus:      bus,
@@ -177,22 +177,17 @@ func newCore(cfg *Config, bus *fanout.Bus, repo session.Repository, data *dataPl
 		OnAgentOffline: func(e router.AgentOffline) { c.box.post(func() { c.onAgentOffline(e) }) },
 	})
 	if err != nil {
-		_ = c.q.Close()
 		cancel()
-		return nil, err
+		return nil, errors.Join(err, c.q.Close())
 	}
 	if err := c.rebuild(); err != nil {
-		_ = c.asg.Close()
-		_ = c.q.Close()
 		cancel()
-		return nil, fmt.Errorf("rebuild from the conversation store: %w", err)
+		return nil, errors.Join(fmt.Errorf("rebuild from the conversation store: %w", err), c.asg.Close(), c.q.Close())
 	}
 	if err := c.subscribe(); err != nil {
 		c.stopTimers()
-		_ = c.asg.Close()
-		_ = c.q.Close()
 		cancel()
-		return nil, err
+		return nil, errors.Join(err, c.asg.Close(), c.q.Close())
 	}
 	// Edges re-announce their connections and resend what is pending.
 	if b, err := encodeCommand(&command{Kind: cmdOwner, Node: cfg.NodeID}); err == nil {
@@ -225,7 +220,9 @@ func (c *core) subscribe() error {
 	c.sub = sub
 	c.subMu.Unlock()
 	if old != nil {
-		_ = old.Close()
+		if err := old.Close(); err != nil && !errors.Is(err, fanout.ErrClosed) {
+			c.log.Debug("close replaced command subscription", "err", err)
+		}
 	}
 	return nil
 }
@@ -283,14 +280,17 @@ func (c *core) close() {
 	close(c.stop)
 	<-c.done
 	c.subMu.Lock()
+	var errs []error
 	if c.sub != nil {
-		_ = c.sub.Close()
+		errs = append(errs, c.sub.Close())
 	}
 	c.subMu.Unlock()
 	c.cancel()
 	c.stopTimers()
-	_ = c.asg.Close()
-	_ = c.q.Close()
+	errs = append(errs, c.asg.Close(), c.q.Close())
+	if err := errors.Join(errs...); err != nil {
+		c.log.Warn("closing the core's components", "err", err)
+	}
 }
 
 func (c *core) stopTimers() {

@@ -56,8 +56,8 @@ type lane struct{ q []pendingMsg }
 // maxLane bounds the messages waiting in one conversation's lane.
 const maxLane = 1024
 
-func newDataPlane(node string, repo session.Repository, bus *fanout.Bus, cfg *Config, log *slog.Logger) *dataPlane {
-	ctx, cancel := context.WithCancel(context.Background())
+func newDataPlane(parent context.Context, node string, repo session.Repository, bus *fanout.Bus, cfg *Config, log *slog.Logger) *dataPlane {
+	ctx, cancel := context.WithCancel(parent)
 	return &dataPlane{
 		node: node, repo: repo, bus: bus, cfg: cfg, log: log, ctx: ctx, cancel: cancel,
 		lanes:   map[string]*lane{},

@@ -53,6 +53,11 @@ type Server struct {
 	cutOff     atomic.Bool
 	fenced     chan struct{} // a core write was fenced
 
+	// ctx bounds the node's own background work (cluster loop, core, data
+	// plane); Shutdown cancels it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	stop     chan struct{}
 	loopDone chan struct{}
 	shutOnce sync.Once
@@ -77,6 +82,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Secret = []byte(randomHex(32))
 	}
 	s := &Server{cfg: cfg, log: cfg.Observer.Logger().With("node", cfg.NodeID), stop: make(chan struct{}), loopDone: make(chan struct{}), fenced: make(chan struct{}, 1)}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	var err error
 	ac := cfg.Auth
 	ac.HMACSecret = cfg.Secret
@@ -96,7 +102,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.data = newDataPlane(cfg.NodeID, cfg.Store, s.bus, &s.cfg, s.log.With("component", "desk-data"))
+	s.data = newDataPlane(s.ctx, cfg.NodeID, cfg.Store, s.bus, &s.cfg, s.log.With("component", "desk-data"))
 	s.edge = newEdge(cfg.NodeID, s.bus, s.data, &s.cfg, s.log.With("component", "desk-edge"))
 	s.data.report = s.edge.toCore
 	s.gw, err = gateway.New(gateway.Config{
@@ -137,6 +143,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Start() error {
 	s.started = time.Now()
 	if err := s.start(); err != nil {
+		s.cancel()
 		close(s.loopDone)
 		_ = s.gw.Shutdown(context.Background())
 		if s.ops != nil {
@@ -186,7 +193,7 @@ func (s *Server) start() error {
 	if s.cfg.Leases == nil {
 		return fmt.Errorf("%w: a cluster (Broker) needs Leases", ErrInvalidConfig)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.NodeTTL)
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.NodeTTL)
 	_, err = s.heartbeat(ctx)
 	cancel()
 	if err != nil {
@@ -268,7 +275,7 @@ func (s *Server) startCore(f session.Fence) error {
 		default:
 		}
 	}
-	c, err := newCore(&s.cfg, s.bus, s.cfg.Store, s.data, f, onFenced, s.isLive)
+	c, err := newCore(s.ctx, &s.cfg, s.bus, s.cfg.Store, s.data, f, onFenced, s.isLive)
 	if err != nil {
 		return err
 	}
@@ -311,6 +318,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				errs = append(errs, err)
 			}
 		}
+		s.cancel()
 		s.shutErr = errors.Join(errs...)
 	})
 	return s.shutErr
