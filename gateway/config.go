@@ -113,8 +113,11 @@ type RateLimit struct {
 	Burst int
 	// Policy selects close (1008, default) or drop-and-report.
 	Policy RatePolicy
-	// OnDrop, when set with Policy RateDrop, is called on the handler
-	// executor (in the connection's order) for every dropped data message.
+	// OnDrop, when set with Policy RateDrop, is called for every dropped
+	// data message, in the connection's order with OnMessage and on the
+	// same kind of goroutine (an executor goroutine, or the event loop
+	// with Config.InlineHandlers); never while the host is inside a
+	// gateway method.
 	OnDrop func(c *Conn)
 }
 
@@ -130,7 +133,7 @@ type Config struct {
 	// Default "/ws". Every other path goes to Handler.
 	Path string
 	// Handler serves the host's other routes (pages, REST) on the gateway's
-	// own listeners. nil answers 404. It runs on the handler executor.
+	// own listeners. nil answers 404. It runs on an executor goroutine.
 	Handler http.Handler
 	// TLSConfig, when set, makes the own listeners serve TLS (wss/https);
 	// it requires Addrs. nbio terminates TLS with a fork of crypto/tls
@@ -145,7 +148,11 @@ type Config struct {
 
 	// Authenticate runs before the upgrade. nil means every connection gets
 	// the anonymous Identity{}. An error answers 401, or 403 when
-	// errors.Is(err, ErrForbidden); the connection is not upgraded.
+	// errors.Is(err, ErrForbidden); the connection is not upgraded. It runs
+	// on the goroutine serving the handshake request: an executor goroutine
+	// on the own listeners, or, mounted, the net/http goroutine inside
+	// ServeHTTP. It may block (a token introspection call), holding that
+	// goroutine; Shutdown waits for it.
 	Authenticate func(r *http.Request) (Identity, error)
 	// AllowedOrigins lists the Origin values browsers may connect from,
 	// compared case-insensitively; "*" allows any origin and a leading
@@ -221,14 +228,34 @@ type Config struct {
 	// RateLimit limits incoming frames per connection. Zero: no limit.
 	RateLimit RateLimit
 
-	// OnOpen runs after the upgrade, before any OnMessage of the connection.
+	// Callbacks. None runs under a lock of the gateway, and none is called
+	// while the host is inside a gateway method (Conn.Send, Conn.Close,
+	// Conn.Bind, Gateway.Broadcast…), so a callback may call any of them
+	// and may take locks the host holds around them. The exceptions are
+	// the methods that wait for callbacks: Shutdown and Close (whose
+	// callbacks run on the gateway's goroutines while they wait), and
+	// ServeHTTP for mounted connections (Authenticate and OnOpen run inside
+	// it). A panic in OnOpen, OnMessage, OnDrop or OnClose is recovered,
+	// logged and counted (handler_panics_total); in the first three it
+	// closes the connection with 1011.
+
+	// OnOpen runs once per connection after the upgrade, before any
+	// OnMessage of the connection, on the goroutine that ran Authenticate:
+	// an executor goroutine on the own listeners, or the net/http goroutine
+	// inside ServeHTTP for mounted connections.
 	OnOpen func(c *Conn)
-	// OnMessage runs for every data message, in order per connection. data
-	// is valid only during the call (copy it to keep it); text messages are
+	// OnMessage runs for every data message, in order per connection and
+	// one at a time per connection, on an executor goroutine (or, with
+	// InlineHandlers, on the event loop that read the message). data is
+	// valid only during the call (copy it to keep it); text messages are
 	// valid UTF-8.
 	OnMessage func(c *Conn, typ MessageType, data []byte)
-	// OnClose runs once per opened connection, after its last OnMessage,
-	// with the close code (see the package doc) and reason.
+	// OnClose runs exactly once per opened connection, after its last
+	// OnMessage returned and after its Context was cancelled, with the
+	// close code (see the package doc) and reason, on an executor
+	// goroutine — also when the host closed the connection (Conn.Close
+	// only starts the close and returns). The resources bound with
+	// Conn.Bind are closed right after it returns, on the same goroutine.
 	OnClose func(c *Conn, code int, reason string)
 
 	// HandlerWorkers is the number of executor goroutines running handlers
@@ -265,9 +292,6 @@ type Config struct {
 
 	// Observer receives metrics, logs and the readiness check; nil is off.
 	Observer *observe.Observer
-	// Clock is the time source of the sweeper and rate limiter; nil means
-	// the real clock. Tests pass a fake.
-	Clock Clock
 }
 
 // ErrInvalidConfig is wrapped by New's errors, which name the bad field.
@@ -412,9 +436,6 @@ func (cfg Config) withDefaults() (Config, error) {
 		case t.GetConfigForClient != nil:
 			return cfg, invalid("TLSConfig", "GetConfigForClient is not supported")
 		}
-	}
-	if cfg.Clock == nil {
-		cfg.Clock = realClock{}
 	}
 	return cfg, nil
 }

@@ -4,7 +4,11 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
+	"maps"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,14 +37,16 @@ const (
 
 // Sentinel errors.
 var (
-	// ErrClosed is returned by writes and Close on a closed or closing connection.
-	ErrClosed = errors.New("gateway: connection closed")
+	// ErrClosed is returned by writes, Close and Bind on a closed or
+	// closing connection, and by Gateway.Ready once the gateway stopped.
+	ErrClosed = errors.New("gateway: closed")
 	// ErrSlowConsumer is returned by a write that would exceed
 	// Config.MaxOutgoingBytes; the connection is closed with 4008.
 	ErrSlowConsumer = errors.New("gateway: slow consumer")
 	// ErrForbidden, wrapped by an Authenticate error, answers 403 instead of 401.
 	ErrForbidden = errors.New("gateway: forbidden")
-	// ErrNotStarted is answered (503) by ServeHTTP before Start.
+	// ErrNotStarted is answered (503) by ServeHTTP before Start, and
+	// returned by Gateway.Ready then.
 	ErrNotStarted = errors.New("gateway: not started")
 	// ErrMessageType is returned for a MessageType other than Text or Binary.
 	ErrMessageType = errors.New("gateway: invalid message type")
@@ -63,6 +69,11 @@ const (
 // Conn is one upgraded WebSocket connection. All methods are safe for
 // concurrent use. A Conn is valid after it closes (its methods then return
 // ErrClosed), but the gateway forgets it.
+//
+// A Conn carries the host's state for the connection, so the host needs no
+// map of its own from connections to that state: one value (SetValue,
+// Value) and any number of resources tied to the connection's lifetime
+// (Bind), which the gateway closes once the connection has closed.
 type Conn struct {
 	g           *Gateway
 	id          uint64
@@ -91,12 +102,12 @@ type Conn struct {
 	tlsClosed bool
 
 	// inline is set with Config.InlineHandlers for connections on the own
-	// listeners: message jobs then run on the event loop (executeInline)
+	// listeners: message jobs then run on the event loop (inlineExec)
 	// once opened is set, and hmu keeps them apart from finalize, which
 	// runs on the executor.
 	inline bool
 	opened atomic.Bool
-	onLoop bool // executeInline saw the queue empty; only the event loop touches it
+	onLoop bool // inlineExec saw the queue empty; only the event loop touches it
 	hmu    sync.Mutex
 
 	// openMu is held while OnOpen runs for mounted connections, whose reads
@@ -104,11 +115,17 @@ type Conn struct {
 	// upgrade; handler jobs wait on it so OnOpen always runs first.
 	openMu sync.Mutex
 
+	value atomic.Pointer[any] // SetValue's value
+
 	mu          sync.Mutex // guards the fields below
 	ctx         context.Context
 	cancel      context.CancelFunc
+	ctxDone     bool // cancelContext ran: Context returns a cancelled context
 	closeCode   int
 	closeReason string
+	binds       map[uint64]io.Closer // Bind's resources by sequence number
+	bindSeq     uint64
+	bindsTaken  bool // release took binds: Bind closes at once
 }
 
 // ID returns the connection's process-unique ID (never 0).
@@ -133,19 +150,124 @@ var closedCtx = func() context.Context {
 }()
 
 // Context returns a context cancelled when the connection closes (before
-// OnClose runs), for work the host starts on the connection's behalf. It is
-// created on first use, so idle connections whose context nobody asked for
-// carry none.
+// OnClose runs), or when Shutdown's context ends, for work the host starts
+// on the connection's behalf. It is created on first use, so idle
+// connections whose context nobody asked for carry none.
 func (c *Conn) Context() context.Context {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.ctx == nil {
-		if c.state.Load() == stateClosed {
+		if c.ctxDone || c.state.Load() == stateClosed {
 			return closedCtx
 		}
 		c.ctx, c.cancel = context.WithCancel(context.Background())
 	}
 	return c.ctx
+}
+
+// cancelContext cancels the connection's context, now and for a Context
+// call to come.
+func (c *Conn) cancelContext() {
+	c.mu.Lock()
+	c.ctxDone = true
+	cancel := c.cancel
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// SetValue stores v as the host's value for the connection (its session,
+// its user's state), replacing the previous one. The gateway never reads
+// it; it stays readable after the connection closed, in OnClose and later,
+// until the host drops the Conn. Safe for concurrent use with Value.
+func (c *Conn) SetValue(v any) { c.value.Store(&v) }
+
+// Value returns the value last stored by SetValue, or nil. It does not
+// block or allocate.
+func (c *Conn) Value() any {
+	if p := c.value.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Bind ties r, a resource the host opened for the connection (a fan-out
+// subscription, a queue ticket, a presence lease), to the connection's
+// lifetime: the gateway calls r.Close exactly once after the connection
+// closed. The host then needs no map from connections to resources, and a
+// connection that closes while the host is opening a resource for it
+// cannot leak that resource.
+//
+// When the connection closes, its bound resources are closed after OnClose
+// returned, on the same executor goroutine (see Config.OnClose), in the
+// reverse order of Bind; never inside a call the host makes to the
+// gateway, such as Conn.Close (Gateway.Shutdown and Close wait for them).
+// An error from r.Close is logged; a panic is recovered, logged and counted
+// in handler_panics_total{handler="bind"}.
+//
+// If the connection is already closing or closed, Bind closes r at once,
+// on the caller's goroutine, and returns ErrClosed (joined with the error
+// of r.Close, if any); the caller must then not hold a lock that r.Close
+// takes. A Bind that races the close either binds r, which the gateway
+// then closes, or closes r itself: r is closed exactly once either way.
+//
+// unbind undoes Bind for a host that closes r itself (an unsubscribe): it
+// reports whether r was still bound. After it returns true the gateway no
+// longer references r and will not close it; false means the gateway has
+// closed r or is closing it (or Bind failed), and the host must not close
+// it again. unbind never blocks on r.Close and may be called any number of
+// times from any goroutine. Bind and unbind are safe for concurrent use,
+// from callbacks too (a Bind inside OnClose closes r at once). r must not
+// be nil.
+func (c *Conn) Bind(r io.Closer) (unbind func() bool, err error) {
+	if r == nil {
+		panic("gateway: Conn.Bind with a nil io.Closer")
+	}
+	c.mu.Lock()
+	if c.bindsTaken || c.state.Load() != stateOpen {
+		c.mu.Unlock()
+		if cerr := r.Close(); cerr != nil {
+			return unbound, errors.Join(ErrClosed, fmt.Errorf("gateway: closing the resource bound to a closed connection: %w", cerr))
+		}
+		return unbound, ErrClosed
+	}
+	if c.binds == nil {
+		c.binds = make(map[uint64]io.Closer, 1)
+	}
+	c.bindSeq++
+	seq := c.bindSeq
+	c.binds[seq] = r
+	c.mu.Unlock()
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if _, ok := c.binds[seq]; !ok {
+			return false
+		}
+		delete(c.binds, seq)
+		return true
+	}, nil
+}
+
+func unbound() bool { return false }
+
+// takeBinds hands the bound resources over to release: from now on Bind
+// closes at once and unbind reports false.
+func (c *Conn) takeBinds() []io.Closer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.bindsTaken = true
+	if len(c.binds) == 0 {
+		c.binds = nil
+		return nil
+	}
+	rs := make([]io.Closer, 0, len(c.binds))
+	for _, seq := range slices.Backward(slices.Sorted(maps.Keys(c.binds))) {
+		rs = append(rs, c.binds[seq])
+	}
+	c.binds = nil
+	return rs
 }
 
 // Open reports whether the connection is open (not closing or closed).
@@ -253,7 +375,9 @@ func (c *Conn) written(g *Gateway, n int) {
 // 123 bytes): it sends the close frame, stops delivering messages to
 // OnMessage, and drops the TCP connection when the peer answers or after
 // Config.CloseGracePeriod. code must be 1000, 1001, 1008, 1011 or in
-// 3000-4999. Close does not block; OnClose runs later on the executor.
+// 3000-4999. Close does not block and runs no callback: OnClose and the
+// bound resources' Close run later on an executor goroutine, never on the
+// caller's, so the host may call Close while holding a lock they take.
 // It returns ErrClosed if the connection is already closing.
 func (c *Conn) Close(code int, reason string) error {
 	if !validServerCloseCode(code) {

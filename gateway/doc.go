@@ -42,6 +42,33 @@
 // OnClose exactly once. A panic in a handler is recovered, counted and closes
 // only that connection with 1011.
 //
+// A Conn also holds the host's state for the connection, as Centrifuge's
+// Client does: one value (Conn.SetValue, Conn.Value) and the resources the
+// host opened for it (Conn.Bind), such as its fan-out subscriptions, which
+// the gateway closes exactly once after OnClose. A Bind that races the
+// connection's close either binds the resource or closes it at once and
+// returns ErrClosed, so the host keeps no map from connections to their
+// subscriptions and cannot leak one.
+//
+// # Callbacks
+//
+// Callbacks (Config.Authenticate, OnOpen, OnMessage, OnClose,
+// RateLimit.OnDrop, the host's Handler, and the Close of bound resources)
+// run on goroutines the gateway owns, never under one of its locks, and
+// never while the host is inside a gateway method: Conn.Close, Conn.Send,
+// Gateway.Broadcast and the rest only queue work and return, so the host
+// may call them while holding a lock its callbacks take. Which goroutine:
+//
+//	Authenticate, OnOpen   the handshake's: an executor goroutine (own listeners), or the net/http goroutine inside ServeHTTP (mounted)
+//	OnMessage, OnDrop      an executor goroutine, or the event loop with Config.InlineHandlers; one at a time per connection
+//	OnClose, bound Closes  an executor goroutine, after the connection's last OnMessage
+//	Handler                an executor goroutine
+//
+// Shutdown and Close are the exception: they wait for the callbacks they
+// cause (OnClose of every connection) and for those already running, so
+// they must not be called from a callback or under a lock a callback
+// takes.
+//
 // Config.InlineHandlers moves OnMessage (and ping, pong and close frames)
 // onto the event loop that read the frame, for handlers that never block:
 // it saves two thread wake-ups per message, which on a small machine is a
@@ -79,11 +106,21 @@
 // half-open peers — and closes connections whose queued bytes made no
 // progress for Config.WriteTimeout.
 //
-// Shutdown flips the readiness check registered on Config.Observer (so
-// /readyz answers 503), stops accepting, closes connections with 1001 in
-// paced batches (Config.DrainBatch every Config.DrainInterval) so clients do
-// not reconnect in a stampede, waits for handlers, then stops the engine,
-// executor and sweeper. No goroutine outlives it.
+// # Lifecycle
+//
+// A Gateway follows Switchboard's lifecycle convention for long-lived
+// components. New starts nothing; Start starts the engine, executor,
+// sweeper and listeners. Ready returns nil while the gateway serves, and
+// otherwise ErrNotStarted, ErrDraining or ErrClosed (the readiness check
+// registered on Config.Observer, so /readyz answers 503). Shutdown(ctx)
+// is the graceful stop: it fails Ready, stops accepting, closes connections
+// with 1001 in paced batches (Config.DrainBatch every Config.DrainInterval)
+// so clients do not reconnect in a stampede, waits for them to be released,
+// then stops the engine, executor and sweeper; when ctx ends it closes the
+// remaining connections at once instead. Close is Shutdown with an already
+// cancelled context: the immediate stop. Both are idempotent, and when
+// either returns no goroutine of the gateway runs and no callback fires
+// again (they wait for callbacks already running).
 //
 // # Close codes
 //
@@ -123,15 +160,15 @@
 //
 // # Errors
 //
-//	ErrClosed          the connection (or gateway) is closed
+//	ErrClosed          the connection is closing or closed (writes, Close, Bind); Ready once the gateway stopped
 //	ErrSlowConsumer    the write would exceed Config.MaxOutgoingBytes; the connection is being closed with 4008
 //	ErrForbidden       returned (wrapped) by Authenticate to answer 403 instead of 401
-//	ErrNotStarted      ServeHTTP was called before Start
+//	ErrNotStarted      ServeHTTP was called before Start; Ready before Start
 //	ErrInvalidConfig   wrapped by New, naming the bad field
 //	ErrMessageType     a MessageType other than TextMessage or BinaryMessage
 //	ErrInvalidUTF8     NewPreparedMessage was given invalid UTF-8 for a text message
 //	ErrCloseCode       Conn.Close was given a code a server may not send
-//	ErrDraining        the readiness error once Shutdown started
+//	ErrDraining        Ready while Shutdown drains
 //	ErrHandshakeRate   the body of the 429 answered over Config.HandshakeRate
 //	ErrUserConns       the body of the 429 answered over Config.MaxConnsPerUser
 //
@@ -141,8 +178,9 @@
 // parser and never reach OnMessage. Permessage-deflate is not negotiated.
 // A gateway mounted inside a net/http server that itself terminates TLS
 // cannot move connections to the pollers (501); terminate TLS in front or
-// use Config.TLSConfig. Shutdown waits until the engine has run for 200ms,
-// working around an nbio race when an engine is stopped right after Start.
+// use Config.TLSConfig. Shutdown and Close wait until the engine has run
+// for 200ms, whatever their context, working around an nbio race when an
+// engine is stopped right after Start.
 // nbhttp arms the handshake deadline only after a connection is registered
 // with a poller, so on a loaded machine it could arm it after the upgrade
 // cleared it and drop a healthy connection HandshakeTimeout later; the
@@ -181,11 +219,11 @@
 //	closes_total{code}                  counter: closed connections by close code
 //	slow_consumer_total                 counter: disconnects with 4008
 //	rate_limited_total{action}          counter: frames over the rate limit (close: connections closed; drop: messages, pings and pongs dropped)
-//	handler_panics_total{handler}       counter: recovered handler panics (open, message, close)
+//	handler_panics_total{handler}       counter: recovered handler panics (open, message, drop, close, bind: a bound resource's Close)
 //	handshake_seconds                   histogram: request received to upgraded and opened
 //	broadcast_seconds                   histogram: duration of Broadcast calls
 //	executor_queue                      gauge func: handler jobs waiting for a worker
 //
 // and the readiness check "gateway" (named by Config.Name when set), which
-// fails once Shutdown has started.
+// is Gateway.Ready: it fails before Start and once Shutdown has started.
 package gateway

@@ -94,3 +94,60 @@ func ExampleGateway_ServeHTTP() {
 	_ = g.Shutdown(context.Background())
 	// Output: 0
 }
+
+// subscription stands for what a fan-out bus's Subscribe returns: the
+// connection receives a conversation's events until it is closed.
+type subscription struct {
+	topic  string
+	closed chan<- string
+}
+
+// Close unsubscribes.
+func (s *subscription) Close() error {
+	s.closed <- s.topic
+	return nil
+}
+
+// Tying a connection's subscriptions to the connection: the host keeps its
+// per-connection state in the Conn (SetValue) and binds the subscriptions it
+// opens, which the gateway closes exactly once after the connection closed.
+// A Bind that races the close closes the subscription at once, so none
+// leaks. A host that unsubscribes by itself calls the unbind func first,
+// and closes the subscription only if unbind reports true.
+func ExampleConn_Bind() {
+	unsubscribed := make(chan string, 1)
+	g, err := gateway.New(gateway.Config{
+		Addrs: []string{"127.0.0.1:0"},
+		OnOpen: func(c *gateway.Conn) {
+			topic := "conversation/42"
+			c.SetValue(topic)
+			sub := &subscription{topic: topic, closed: unsubscribed}
+			if _, err := c.Bind(sub); err != nil {
+				return // the connection closed meanwhile; Bind closed sub
+			}
+		},
+		OnMessage: func(c *gateway.Conn, _ gateway.MessageType, _ []byte) {
+			_ = c.Send(gateway.TextMessage, []byte(c.Value().(string)))
+		},
+	})
+	if err != nil {
+		panic(err)
+	}
+	if err := g.Start(); err != nil {
+		panic(err)
+	}
+	defer func() { _ = g.Close() }()
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+g.Addrs()[0].String()+"/ws", nil)
+	if err != nil {
+		panic(err)
+	}
+	_ = ws.WriteMessage(websocket.TextMessage, []byte("where am I?"))
+	_, reply, _ := ws.ReadMessage()
+	fmt.Println("in", string(reply))
+
+	_ = ws.Close() // the client goes away without a close frame
+	fmt.Println("unsubscribed from", <-unsubscribed)
+	// Output:
+	// in conversation/42
+	// unsubscribed from conversation/42
+}

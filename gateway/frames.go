@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync/atomic"
+	"time"
 
 	llibtls "github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
@@ -339,7 +340,7 @@ func (fg *frameGuard) controlDone() { fg.pendingCtl.Add(-1) }
 // refill adds the tokens earned since the last read.
 func (fg *frameGuard) refill() {
 	rl := &fg.g.cfg.RateLimit
-	now := fg.g.cfg.Clock.Now().UnixNano()
+	now := time.Now().UnixNano()
 	burst := float64(rl.Burst)
 	if fg.tokensAt == 0 {
 		fg.tokens, fg.tokensAt = burst, now

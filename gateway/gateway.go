@@ -28,12 +28,13 @@ const (
 	gwStopped
 )
 
-// ErrDraining is the readiness error once Shutdown has started.
+// ErrDraining is returned by Ready while Shutdown drains the gateway.
 var ErrDraining = errors.New("gateway: draining")
 
 // Gateway holds WebSocket connections on nbio's event loops. It owns the
-// engine, the handler executor and the sweeper goroutine; Shutdown stops
-// them all. All methods are safe for concurrent use.
+// engine, the handler executor and the sweeper goroutine; Shutdown (or
+// Close) stops them all, and Ready reports whether it serves. All methods
+// are safe for concurrent use.
 type Gateway struct {
 	// written maps each upgraded *nbio.Conn to its *Conn for the
 	// engine's written-size callback, which runs on writing goroutines and
@@ -61,6 +62,9 @@ type Gateway struct {
 	sweepStop chan struct{}
 	sweepDone chan struct{}
 	emptied   chan struct{} // signalled when the last connection closes while draining
+	hurry     chan struct{} // closed when a Shutdown's context ended (or Close): stop draining
+	hurryOnce sync.Once
+	stopped   chan struct{} // closed once the gateway is stopped
 	handshake sync.WaitGroup
 	startedAt time.Time
 	logRoute  *nbioRoute // nbio's log lines go to this gateway's logger while it runs
@@ -79,12 +83,14 @@ func New(cfg Config) (*Gateway, error) {
 		cfg:       cfg,
 		reg:       newRegistry(),
 		emptied:   make(chan struct{}, 1),
+		hurry:     make(chan struct{}),
+		stopped:   make(chan struct{}),
 		pingFrame: []byte{0x89, 0x00},
 	}
 	if cfg.MaxOutgoingBytes > 0 {
 		g.maxOut = int64(cfg.MaxOutgoingBytes)
 	}
-	g.now.Store(cfg.Clock.Now().UnixNano())
+	g.now.Store(time.Now().UnixNano())
 	g.exec = newExecutor(cfg.HandlerQueue, func(v any) {
 		cfg.Observer.Logger().Error("gateway: job panicked", "panic", v)
 	})
@@ -147,27 +153,24 @@ func New(cfg Config) (*Gateway, error) {
 	g.up = up
 
 	if o := cfg.Observer; o != nil {
-		o.AddReadyCheck(cfg.Name, func(context.Context) error {
-			switch g.state.Load() {
-			case gwRunning:
-				return nil
-			case gwNew:
-				return ErrNotStarted
-			}
-			return ErrDraining
-		})
+		o.AddReadyCheck(cfg.Name, func(context.Context) error { return g.Ready() })
 	}
 	return g, nil
 }
 
 // Start starts the engine, the executor, the sweeper and the listeners in
-// Config.Addrs. It does not block. Starting twice, or after Shutdown, is an
-// error.
+// Config.Addrs. It does not block. Starting twice is an error; after
+// Shutdown or Close, or after a Start that failed, the error wraps
+// ErrClosed.
 func (g *Gateway) Start() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.state.Load() != gwNew {
+	switch g.state.Load() {
+	case gwNew:
+	case gwRunning:
 		return errors.New("gateway: already started")
+	default:
+		return fmt.Errorf("gateway: start: %w", ErrClosed)
 	}
 	for _, addr := range g.cfg.Addrs {
 		ln, err := net.Listen("tcp", addr)
@@ -176,7 +179,7 @@ func (g *Gateway) Start() error {
 				l.close()
 			}
 			g.listeners, g.addrs = nil, nil
-			g.state.Store(gwStopped)
+			g.setStoppedLocked()
 			return fmt.Errorf("gateway: start: %w", err)
 		}
 		g.listeners = append(g.listeners, newListener(ln, g.tls))
@@ -190,15 +193,13 @@ func (g *Gateway) Start() error {
 		}
 		g.exec.shutdown()
 		nbioLogs.pop(g.logRoute)
-		g.state.Store(gwStopped)
+		g.setStoppedLocked()
 		return fmt.Errorf("gateway: start: %w", err)
 	}
 	// The coarse clock stamps new connections until the first sweep; New
 	// may have run long before Start.
-	g.now.Store(g.cfg.Clock.Now().UnixNano())
-	g.sweepStop = make(chan struct{})
-	g.sweepDone = make(chan struct{})
-	go g.sweeper(g.cfg.Clock.NewTicker(g.cfg.SweepInterval))
+	g.now.Store(time.Now().UnixNano())
+	g.startSweeper()
 	g.startedAt = time.Now()
 	g.state.Store(gwRunning)
 	for _, l := range g.listeners {
@@ -267,7 +268,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if g.ips != nil {
-		if ok, wait := g.ips.allow(r.RemoteAddr, g.cfg.Clock.Now().UnixNano()); !ok {
+		if ok, wait := g.ips.allow(r.RemoteAddr, time.Now().UnixNano()); !ok {
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait)))
 			g.reject(w, r, http.StatusTooManyRequests, "handshake_rate", ErrHandshakeRate.Error())
 			return
@@ -361,7 +362,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		c.openMu.Lock()
 	} else if g.cfg.InlineHandlers {
 		c.inline = true
-		setExecute(ws, c.executeInline)
+		setExecute(ws, newInlineExec(c).execute)
 	}
 	g.written.Store(c.nbc, c)
 	g.reg.add(c)
@@ -388,9 +389,12 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	if c.mounted {
 		// The socket may have closed before the session was set, in which
-		// case nbio's close job found no Conn: finish it here.
+		// case nbio's close job found no Conn: finish it on the executor,
+		// where OnClose always runs, behind the connection's message jobs
+		// (Shutdown waits for this handshake, and so for the job, before
+		// it stops the executor).
 		if closed, _ := c.nbc.IsClosed(); closed {
-			g.finalize(c, nil)
+			c.nbc.MustExecute(func() { g.finalize(c, nil) })
 		}
 	}
 }
@@ -508,7 +512,7 @@ func (g *Gateway) guard(c *Conn, name string, fn func()) (ok bool) {
 				g.m.panics.WithLabelValues(name).Inc()
 			}
 			g.cfg.Observer.Logger().Error("gateway: handler panicked", "handler", name, "conn", c.id, "panic", fmt.Sprint(v))
-			if name != "close" {
+			if name != "close" && name != "bind" {
 				c.closeWith(CloseInternalError, "internal error", false)
 			}
 		}
@@ -591,13 +595,11 @@ func (g *Gateway) onClose(ws *websocket.Conn, err error) {
 	g.finalize(c, err)
 }
 
-// finalize releases c exactly once: registry, slot, context, metrics, OnClose.
-func (g *Gateway) finalize(c *Conn, err error) { g.release(c, err, true) }
-
-// release is finalize; wait is false only for Shutdown's last sweep after
-// its context ended (see markClosed).
-func (g *Gateway) release(c *Conn, err error, wait bool) {
-	if c.markClosed(wait) == stateClosed {
+// finalize releases c exactly once: registry, slot, context, metrics,
+// OnClose, then the resources bound to c (Conn.Bind). It runs on the
+// executor.
+func (g *Gateway) finalize(c *Conn, err error) {
+	if c.markClosed() == stateClosed {
 		return
 	}
 	g.reg.remove(c)
@@ -612,17 +614,22 @@ func (g *Gateway) release(c *Conn, err error, wait bool) {
 		code = closeCodeOf(err)
 		c.closeCode = code
 	}
-	cancel := c.cancel
 	c.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
+	c.cancelContext()
+	binds := c.takeBinds()
 	if g.m != nil {
 		g.m.closed(code)
 		g.m.open.WithLabelValues(string(c.ident.Role)).Dec()
 	}
 	if g.cfg.OnClose != nil {
 		g.guard(c, "close", func() { g.cfg.OnClose(c, code, reason) })
+	}
+	for _, r := range binds {
+		g.guard(c, "bind", func() {
+			if err := r.Close(); err != nil {
+				g.cfg.Observer.Logger().Warn("gateway: closing a bound resource", "conn", c.id, "err", err)
+			}
+		})
 	}
 	if g.state.Load() >= gwDraining && g.reg.n.Load() == 0 {
 		select {

@@ -200,9 +200,8 @@ func TestInvalidUTF8_1007(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	t.Run("close 1008", func(t *testing.T) {
-		clk := newFakeClock() // frozen: the bucket never refills
 		var got atomic.Int32
-		h := start(t, Config{Clock: clk, RateLimit: RateLimit{PerSecond: 1, Burst: 5},
+		h := start(t, Config{RateLimit: RateLimit{PerSecond: frozenRate, Burst: 5},
 			OnMessage: func(*Conn, MessageType, []byte) { got.Add(1) }})
 		ws, _ := h.dialOpen(nil)
 		for range 6 {
@@ -213,24 +212,49 @@ func TestRateLimit(t *testing.T) {
 		assert.Equal(t, int32(5), got.Load())
 	})
 	t.Run("drop and report", func(t *testing.T) {
-		clk := newFakeClock()
+		// Real time: a token every 250ms. The five messages go in one
+		// write, so they are checked in one read, microseconds apart.
 		var dropped atomic.Int32
-		h := start(t, Config{Clock: clk,
-			RateLimit: RateLimit{PerSecond: 2, Burst: 2, Policy: RateDrop, OnDrop: func(*Conn) { dropped.Add(1) }},
+		h := start(t, Config{
+			RateLimit: RateLimit{PerSecond: 4, Burst: 2, Policy: RateDrop, OnDrop: func(*Conn) { dropped.Add(1) }},
 			OnMessage: echo})
 		ws, _ := h.dialOpen(nil)
+		var five []byte
 		for i := range 5 {
-			require.NoError(t, ws.WriteMessage(websocket.TextMessage, []byte(fmt.Sprint(i))))
+			five = append(five, maskedFrame(0x81, []byte(fmt.Sprint(i)))...)
 		}
+		_, err := ws.NetConn().Write(five)
+		require.NoError(t, err)
+		echoes := make(chan string, 64)
+		go func() {
+			defer close(echoes)
+			_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for {
+				_, data, err := ws.ReadMessage()
+				if err != nil {
+					return
+				}
+				echoes <- string(data)
+			}
+		}()
 		require.Eventually(t, func() bool { return dropped.Load() == 3 }, 5*time.Second, time.Millisecond)
-		clk.Advance(time.Second) // refills 2 tokens
-		require.NoError(t, ws.WriteMessage(websocket.TextMessage, []byte("later")))
-		_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-		for _, want := range []string{"0", "1", "later"} {
-			_, data, err := ws.ReadMessage()
-			require.NoError(t, err)
-			assert.Equal(t, want, string(data))
+		for _, want := range []string{"0", "1"} {
+			assert.Equal(t, want, <-echoes)
 		}
+		// The bucket refills with time: a message is admitted again
+		// within a few token periods, and the drops before it were
+		// reported, not delivered.
+		deadline := time.Now().Add(5 * time.Second)
+		for got := ""; got == ""; {
+			require.True(t, time.Now().Before(deadline), "the bucket never refilled")
+			require.NoError(t, ws.WriteMessage(websocket.TextMessage, []byte("later")))
+			select {
+			case got = <-echoes:
+				assert.Equal(t, "later", got)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		assert.GreaterOrEqual(t, dropped.Load(), int32(3))
 	})
 }
 
@@ -282,28 +306,33 @@ func TestSlowConsumerDisconnected(t *testing.T) {
 }
 
 func TestIdleReaping(t *testing.T) {
-	clk := newFakeClock()
-	h := start(t, Config{Clock: clk, PingInterval: 10 * time.Second, IdleTimeout: 30 * time.Second,
-		CloseGracePeriod: 200 * time.Millisecond})
+	h := start(t, manualSweeps(Config{PingInterval: 10 * time.Second, IdleTimeout: 30 * time.Second,
+		CloseGracePeriod: 200 * time.Millisecond}))
+	clk := newSweepClock(h.g)
 	ws, c := h.dialOpen(nil) // gorilla answers pings only while reading: it stops answering
 	var pings atomic.Int32
 	ws.SetPingHandler(func(string) error { pings.Add(1); return nil }) // reads, but never pongs
 
-	// The sweeper pings a silent connection...
-	clk.Advance(11 * time.Second)
+	// The sweeper leaves a connection silent for less than PingInterval alone...
+	opened := c.lastPing.Load()
+	clk.advance(9 * time.Second)
+	assert.Equal(t, opened, c.lastPing.Load(), "pinged before PingInterval")
+	// ...pings it once it is silent for longer...
+	clk.advance(2 * time.Second)
 	go func() { _, _, _ = ws.ReadMessage() }()
 	require.Eventually(t, func() bool { return pings.Load() >= 1 }, 5*time.Second, time.Millisecond)
 	assert.True(t, c.Open())
 	// ...and reaps it when nothing (no pong) came back within IdleTimeout.
-	clk.Advance(10 * time.Second)
-	clk.Advance(10 * time.Second)
+	clk.advance(10 * time.Second)
+	assert.True(t, c.Open(), "reaped before IdleTimeout")
+	clk.advance(10 * time.Second)
 	e := h.nextClose()
 	assert.Equal(t, CloseIdleTimeout, e.code)
 }
 
 func TestPongKeepsAlive(t *testing.T) {
-	clk := newFakeClock()
-	h := start(t, Config{Clock: clk, PingInterval: 10 * time.Second, IdleTimeout: 30 * time.Second})
+	h := start(t, manualSweeps(Config{PingInterval: 10 * time.Second, IdleTimeout: 30 * time.Second}))
+	clk := newSweepClock(h.g)
 	ws, c := h.dialOpen(nil)
 	var pings atomic.Int32
 	ws.SetPingHandler(func(s string) error {
@@ -317,11 +346,11 @@ func TestPongKeepsAlive(t *testing.T) {
 			}
 		}
 	}()
-	for i := range 6 { // 66 s of fake time, well past IdleTimeout
-		clk.Advance(11 * time.Second)
+	for i := range 6 { // 66 s of sweep time, well past IdleTimeout
+		clk.advance(11 * time.Second)
 		require.Eventually(t, func() bool { return pings.Load() >= int32(i+1) }, 5*time.Second, time.Millisecond)
 		// The pong is processed before the next sweep can count the silence.
-		require.Eventually(t, func() bool { return clk.Now().UnixNano()-c.lastRead.Load() < int64(time.Second) }, 5*time.Second, time.Millisecond)
+		require.Eventually(t, func() bool { return clk.now.UnixNano()-c.lastRead.Load() < int64(time.Second) }, 5*time.Second, time.Millisecond)
 	}
 	assert.True(t, c.Open())
 }
@@ -402,7 +431,7 @@ func TestShutdownSends1001(t *testing.T) {
 	}
 	var nr *observe.NotReadyError
 	require.ErrorAs(t, o.Ready(context.Background()), &nr)
-	assert.ErrorIs(t, nr, ErrDraining)
+	assert.ErrorIs(t, nr, ErrClosed)
 	assert.Equal(t, 0, h.g.Len())
 	_, _, err = websocket.DefaultDialer.Dial(h.url, nil)
 	assert.Error(t, err, "listener closed")

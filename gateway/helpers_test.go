@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,53 +18,31 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/lesismal/nbio/taskpool.New.func3"))
 }
 
-// fakeClock is a manually advanced Clock.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	tickers []*fakeTicker
+// frozenRate is a RateLimit.PerSecond of one token a week: a bucket that
+// does not refill during a test.
+const frozenRate = 1.0 / (7 * 24 * 3600)
+
+// manualSweeps makes cfg's sweeper tick once a day, so that a test runs the
+// sweeps itself with sweepClock at times of its choosing (the gateway reads
+// the time of its timeouts from the sweeps: see Gateway.sweep).
+func manualSweeps(cfg Config) Config {
+	cfg.SweepInterval = 24 * time.Hour
+	return cfg
 }
 
-type fakeTicker struct {
-	c       chan time.Time
-	d       time.Duration
-	next    time.Time
-	stopped bool
+// sweepClock is a test's own time line for a gateway's sweeps.
+type sweepClock struct {
+	g   *Gateway
+	now time.Time
 }
 
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Unix(1_700_000_000, 0)} }
+func newSweepClock(g *Gateway) *sweepClock { return &sweepClock{g: g, now: time.Now()} }
 
-func (f *fakeClock) Now() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.now
-}
-
-func (f *fakeClock) NewTicker(d time.Duration) Ticker {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	t := &fakeTicker{c: make(chan time.Time, 1), d: d, next: f.now.Add(d)}
-	f.tickers = append(f.tickers, t)
-	return t
-}
-
-func (t *fakeTicker) C() <-chan time.Time { return t.c }
-func (t *fakeTicker) Stop()               { t.stopped = true }
-
-// Advance moves time forward and fires due tickers (at most one pending tick each).
-func (f *fakeClock) Advance(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.now = f.now.Add(d)
-	for _, t := range f.tickers {
-		for !t.stopped && !t.next.After(f.now) {
-			select {
-			case t.c <- f.now:
-			default:
-			}
-			t.next = t.next.Add(t.d)
-		}
-	}
+// advance moves the time line forward by d and runs one sweep at its end,
+// synchronously: the test knows exactly which sweeps happened.
+func (s *sweepClock) advance(d time.Duration) {
+	s.now = s.now.Add(d)
+	s.g.sweep(s.now)
 }
 
 // closeEvent is one OnClose call.

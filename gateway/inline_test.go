@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"net"
 	"strconv"
 	"sync/atomic"
@@ -19,27 +18,32 @@ import (
 // consumers, panics, idle reaping, Shutdown.
 func TestInlineSuite(t *testing.T) {
 	for name, test := range map[string]func(*testing.T){
-		"Echo":                  TestEcho,
-		"LargeEcho":             TestLargeEcho,
-		"MessageTooBig1009":     TestMessageTooBig1009,
-		"InvalidUTF8_1007":      TestInvalidUTF8_1007,
-		"RateLimit":             TestRateLimit,
-		"SlowConsumer":          TestSlowConsumerDisconnected,
-		"IdleReaping":           TestIdleReaping,
-		"PongKeepsAlive":        TestPongKeepsAlive,
-		"HandlerPanic1011":      TestHandlerPanic1011,
-		"ShutdownSends1001":     TestShutdownSends1001,
-		"RegistryAndSendToUser": TestRegistryAndSendToUser,
-		"Broadcast":             TestBroadcast,
-		"ContextCancelled":      TestContextCancelledOnPeerClose,
-		"WriteTimeout4001":      TestWriteTimeout4001,
-		"TLS":                   TestTLS,
-		"RateLimitEveryFrame":   TestRateLimitCountsEveryFrame,
-		"RateDropPings":         TestRateDropPings,
-		"MaxFragments1009":      TestMaxFragments1009,
-		"UnmaskedFrame1002":     TestUnmaskedFrame1002,
-		"FramesSplit":           TestFramesSplitAcrossReads,
-		"PingFloodCapped":       TestPingFloodOutgoingCapped,
+		"Echo":                    TestEcho,
+		"LargeEcho":               TestLargeEcho,
+		"MessageTooBig1009":       TestMessageTooBig1009,
+		"InvalidUTF8_1007":        TestInvalidUTF8_1007,
+		"RateLimit":               TestRateLimit,
+		"SlowConsumer":            TestSlowConsumerDisconnected,
+		"IdleReaping":             TestIdleReaping,
+		"PongKeepsAlive":          TestPongKeepsAlive,
+		"HandlerPanic1011":        TestHandlerPanic1011,
+		"ShutdownSends1001":       TestShutdownSends1001,
+		"RegistryAndSendToUser":   TestRegistryAndSendToUser,
+		"Broadcast":               TestBroadcast,
+		"ContextCancelled":        TestContextCancelledOnPeerClose,
+		"WriteTimeout4001":        TestWriteTimeout4001,
+		"TLS":                     TestTLS,
+		"RateLimitEveryFrame":     TestRateLimitCountsEveryFrame,
+		"RateDropPings":           TestRateDropPings,
+		"MaxFragments1009":        TestMaxFragments1009,
+		"UnmaskedFrame1002":       TestUnmaskedFrame1002,
+		"FramesSplit":             TestFramesSplitAcrossReads,
+		"PingFloodCapped":         TestPingFloodOutgoingCapped,
+		"BindClosedOnDisconnect":  TestBindClosedOnDisconnect,
+		"BindRacesClose":          TestBindRacesClose,
+		"ShutdownClosesBound":     TestShutdownClosesBound,
+		"ShutdownContextEnds":     TestShutdownContextEnds,
+		"CallbacksNotInHostCalls": TestCallbacksNotRunInsideHostCalls,
 	} {
 		t.Run(name, func(t *testing.T) {
 			testInline = true
@@ -217,40 +221,4 @@ func newNBConn(t *testing.T) *nbio.Conn {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = nc.Close() })
 	return nc
-}
-
-// A handler stuck on an event loop does not hold Shutdown past its
-// context: engine.Stop, which waits for the event loops, runs in the
-// background and ends when the handler returns.
-func TestInlineShutdownWithStuckHandler(t *testing.T) {
-	entered, release := make(chan struct{}), make(chan struct{})
-	g, err := New(Config{
-		Addrs:          []string{"127.0.0.1:0"},
-		InlineHandlers: true,
-		OnMessage: func(*Conn, MessageType, []byte) {
-			close(entered)
-			<-release
-		},
-	})
-	require.NoError(t, err)
-	require.NoError(t, g.Start())
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+g.Addrs()[0].String()+"/ws", nil)
-	require.NoError(t, err)
-	defer ws.Close()
-	require.NoError(t, ws.WriteMessage(websocket.TextMessage, []byte("stick")))
-	<-entered
-
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- g.Shutdown(ctx) }()
-	select {
-	case err := <-done:
-		require.ErrorIs(t, err, context.DeadlineExceeded)
-	case <-time.After(10 * time.Second):
-		close(release)
-		t.Fatal("Shutdown waited for the stuck handler past its context")
-	}
-	assert.Zero(t, g.Len(), "connections released without the stuck handler")
-	close(release) // the background stop then finishes; goleak in TestMain checks it
 }

@@ -71,21 +71,35 @@ func (y *loopYield) afterRead(c *nbio.Conn, _ *[]byte) {
 // websocket.Conn.Execute on the event loop without synchronisation (its
 // frame parser is built with go:norace), and a frame may be parsed while
 // the upgrade is still running; both runners are correct at any moment
-// (executeInline hands jobs to nbio's queue until the connection is open),
+// (inlineExec hands jobs to nbio's queue until the connection is open),
 // so the word-sized write needs no ordering either.
 //
 //go:norace
 func setExecute(ws *websocket.Conn, f func(func()) bool) { ws.Execute = f }
 
-// executeInline runs a message job of an inline connection (see
-// Config.InlineHandlers) on the event loop that parsed the frame. Until
-// serveWS has finished OnOpen, and while earlier jobs are still queued on
-// the executor (nbio's per-connection job list, which also holds the job
-// running now), jobs join that queue so they keep their order; only the
-// event loop adds message jobs, so once the queue is seen empty it stays
-// free of them. A close job may still be queued by another goroutine at any
-// time: finalize and onMessage exclude each other with hmu.
-func (c *Conn) executeInline(job func()) bool {
+// inlineExec is the job runner of an inline connection (see
+// Config.InlineHandlers). setExecute publishes it to the event loop
+// without synchronisation, so it reaches the Conn through an atomic
+// pointer stored once the Conn is built: loading it orders every read of
+// the Conn on the event loop after serveWS's writes.
+type inlineExec struct{ c atomic.Pointer[Conn] }
+
+func newInlineExec(c *Conn) *inlineExec {
+	x := &inlineExec{}
+	x.c.Store(c)
+	return x
+}
+
+// execute runs a message job of an inline connection on the event loop
+// that parsed the frame. Until serveWS has finished OnOpen, and while
+// earlier jobs are still queued on the executor (nbio's per-connection job
+// list, which also holds the job running now), jobs join that queue so
+// they keep their order; only the event loop adds message jobs, so once
+// the queue is seen empty it stays free of them. A close job may still be
+// queued by another goroutine at any time: finalize and onMessage exclude
+// each other with hmu.
+func (x *inlineExec) execute(job func()) bool {
+	c := x.c.Load()
 	if !c.onLoop {
 		if !c.opened.Load() || c.nbc.ExecuteLen() > 0 {
 			return c.nbc.Execute(job)
@@ -102,18 +116,12 @@ func (c *Conn) executeInline(job func()) bool {
 }
 
 // markClosed switches c to closed and returns its previous state. For an
-// inline connection it waits (wait) for a running OnMessage first, so that
-// OnClose never overlaps one and none starts after it; without wait (a
-// Shutdown whose context ended, when a handler may be stuck for good) it
-// does not wait for a handler that holds the lock.
-func (c *Conn) markClosed(wait bool) int32 {
+// inline connection it first waits for a running OnMessage, so that
+// OnClose never overlaps one and none starts after it.
+func (c *Conn) markClosed() int32 {
 	if c.inline {
-		if wait {
-			c.hmu.Lock()
-			defer c.hmu.Unlock()
-		} else if c.hmu.TryLock() {
-			defer c.hmu.Unlock()
-		}
+		c.hmu.Lock()
+		defer c.hmu.Unlock()
 	}
 	return c.state.Swap(stateClosed)
 }

@@ -4,23 +4,39 @@ import (
 	"time"
 )
 
-// sweeper advances the coarse clock and, every tick, pings silent
-// connections and closes idle or stuck ones. It is the only periodic
+// startSweeper starts the sweeper goroutine; stopSweeper stops it and
+// waits for it.
+func (g *Gateway) startSweeper() {
+	g.sweepStop = make(chan struct{})
+	g.sweepDone = make(chan struct{})
+	go g.sweeper()
+}
+
+func (g *Gateway) stopSweeper() {
+	close(g.sweepStop)
+	<-g.sweepDone
+}
+
+// sweeper advances the coarse clock and, every Config.SweepInterval, pings
+// silent connections and closes idle or stuck ones. It is the only periodic
 // goroutine of the gateway; Shutdown stops it.
-func (g *Gateway) sweeper(t Ticker) {
+func (g *Gateway) sweeper() {
 	defer close(g.sweepDone)
+	t := time.NewTicker(g.cfg.SweepInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-g.sweepStop:
 			return
-		case <-t.C():
-			g.sweep(g.cfg.Clock.Now())
+		case now := <-t.C:
+			g.sweep(now)
 		}
 	}
 }
 
-// sweep checks every connection once; it runs outside registry locks.
+// sweep checks every connection once at now, which it also makes the
+// coarse clock's time; it runs outside registry locks. Tests of the
+// timeouts over real sockets call it with a time of their choosing.
 func (g *Gateway) sweep(now time.Time) {
 	nowN := now.UnixNano()
 	g.now.Store(nowN)

@@ -38,22 +38,15 @@ func dialSmallRcvBuf(t *testing.T, h *harness) *websocket.Conn {
 }
 
 func TestWriteTimeout4001(t *testing.T) {
-	clk := newFakeClock()
 	const wto = 10 * time.Second
-	h := start(t, Config{
-		Clock:            clk,
+	h := start(t, manualSweeps(Config{
 		WriteTimeout:     wto,
 		PingInterval:     time.Hour, // no pings, no idle reaping during the test
 		IdleTimeout:      2 * time.Hour,
-		SweepInterval:    24 * time.Hour, // the test runs the sweeps itself, see sweep
-		MaxOutgoingBytes: -1,             // unlimited: 4008 must not fire first
-	})
-	// sweep advances the fake clock and runs one sweep synchronously, so
-	// the test knows exactly which sweeps happened.
-	sweep := func(d time.Duration) {
-		clk.Advance(d)
-		h.g.sweep(clk.Now())
-	}
+		MaxOutgoingBytes: -1, // unlimited: 4008 must not fire first
+	}))
+	// The test runs the sweeps itself, on its own time line.
+	sweep := newSweepClock(h.g).advance
 
 	dialSmallRcvBuf(t, h) // never reads
 	slow := h.nextOpen()
@@ -129,12 +122,13 @@ func TestWriteTimeout4001(t *testing.T) {
 // Start, not of New: a gateway built long before it starts must not reap
 // (or ping) its first connections at once.
 func TestClockStampedAtStart(t *testing.T) {
-	clk := newFakeClock()
-	g, err := New(Config{Addrs: []string{"127.0.0.1:0"}, Clock: clk, HandlerWorkers: 2,
-		PingInterval: 10 * time.Second, IdleTimeout: 30 * time.Second, SweepInterval: 24 * time.Hour})
+	g, err := New(manualSweeps(Config{Addrs: []string{"127.0.0.1:0"}, HandlerWorkers: 2,
+		PingInterval: 10 * time.Second, IdleTimeout: 30 * time.Second}))
 	require.NoError(t, err)
-	clk.Advance(time.Hour) // configured at init, started an hour later
+	// Configured at init, started an hour later: New's stamp is an hour old.
+	g.now.Store(time.Now().Add(-time.Hour).UnixNano())
 	require.NoError(t, g.Start())
+	clk := newSweepClock(g)
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -147,8 +141,7 @@ func TestClockStampedAtStart(t *testing.T) {
 	require.Eventually(t, func() bool { return g.Len() == 1 }, 5*time.Second, time.Millisecond)
 	var c *Conn
 	g.Range(func(x *Conn) bool { c = x; return false })
-	clk.Advance(time.Second)
-	g.sweep(clk.Now())
+	clk.advance(time.Second)
 	assert.True(t, c.Open(), "a fresh connection was reaped")
 	assert.Zero(t, c.Buffered())
 	assert.Equal(t, c.lastRead.Load(), c.lastPing.Load(), "no ping sent to a fresh connection")
