@@ -137,13 +137,15 @@ type Config[T any] struct {
 	PositionDebounce time.Duration
 	// OnPosition, when set, receives the items (those pushed with a non-empty
 	// ID) whose position or wait estimate changed, at most once per
-	// PositionDebounce. It runs on a timer goroutine, never under the queue's
-	// lock, and owns the slice.
+	// PositionDebounce. It runs on the queue's callback goroutine (see
+	// Queue), never inside a Queue method or under the queue's lock, and
+	// owns the slice.
 	OnPosition func([]PositionUpdate)
 	// OnEscalate is called once per item whose tier's action is Escalate when
-	// its deadline passes. It runs outside the queue's lock, on the goroutine
-	// that detected the expiry (a Pop, TryPop or Match caller, or the
-	// deadline timer), and may call the Queue.
+	// its deadline passes. It runs on the queue's callback goroutine, in the
+	// order the expiries were found (by a Pop, TryPop or Match, or the
+	// deadline timer), never inside the call that found it and never under
+	// the queue's lock; it may call the Queue.
 	OnEscalate func(Item[T])
 	// OnDrop is called for every item dropped because of its deadline (Drop,
 	// or the second expiry of RetryOnce). Same goroutine rules as OnEscalate.
@@ -221,9 +223,12 @@ type PoolConfig[T any] struct {
 	// Pool) and is cancelled when Shutdown gives up waiting. Required.
 	Run func(ctx context.Context, it Item[T]) error
 	// OnPanic, when set, is called with the item and the recovered value
-	// after a panic in Run. The worker survives.
+	// after a panic in Run, on the worker goroutine (never inside a host
+	// call). The worker survives.
 	OnPanic func(it Item[T], recovered any)
-	// OnError, when set, is called with the item and the error Run returned.
+	// OnError, when set, is called with the item and the error Run
+	// returned, on the worker goroutine after Run (never inside a host
+	// call).
 	OnError func(it Item[T], err error)
 	// TaskTimeout, when > 0, sets each task's context deadline to start +
 	// TaskTimeout instead of the item's deadline.

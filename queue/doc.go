@@ -39,7 +39,7 @@
 // Item.Escalated, for a degraded reply or a supervisor alert); RetryOnce
 // gives one fresh deadline and calls OnRetry; Drop removes the item and calls
 // OnDrop. Each action is counted per tier. The callbacks receive the typed
-// Item[T], outside the queue's lock.
+// Item[T]; see Callbacks for where they run.
 //
 // Position(id) reports how many items will be handed out before an item —
 // overall, taking the quotas into account, and within its tier — in O(tiers)
@@ -80,7 +80,9 @@
 //			if !asg.CanServe(router.Request{RequiredSkills: c.Skills, Team: c.Team}) {
 //				return queue.SkipClass // nobody free has these skills
 //			}
-//			if _, err := asg.Offer(c.Request()); err != nil {
+//			req := c.Request()
+//			req.Value = it // handed back if the agent is lost
+//			if _, err := asg.Offer(req); err != nil {
 //				return queue.Skip // e.g. its only agents are excluded for it
 //			}
 //			return queue.Take
@@ -95,14 +97,64 @@
 //		// it is offered; announce it
 //	}
 //
-// A conversation whose offer is declined or expires goes back with Requeue:
-// it keeps its enqueue time, deadline and class and regains its original
-// place at the front of its tier.
+// A conversation whose offer is declined or expires, or whose agent is lost,
+// goes back with Requeue: it keeps its enqueue time (the wait clock),
+// deadline, flags and class and regains its original place in its tier,
+// ahead of everything pushed after it. The item to requeue is the Value the
+// host gave the assigner, handed back in router.ExpiredOffer.Retry.Value and
+// in each router.ConversationInfo of router.AgentOffline:
+//
+//	OnAgentOffline: func(e router.AgentOffline) {
+//		for _, c := range e.Conversations {
+//			_ = room.Requeue(c.Value.(queue.Item[Conv]))
+//		}
+//	},
 //
 // Pool runs a Queue's items on a fixed set of workers. Each task receives a
 // context carrying its deadline; panics are recovered and counted;
-// Shutdown(ctx) stops intake, drains, or reports what was abandoned. Steady
-// state Push, Pop, Match and a Pool task allocate nothing.
+// Shutdown(ctx) stops intake and drains; what a Shutdown that gives up
+// leaves behind stays in the closed queue. Steady state Push, Pop, Match
+// and a Pool task allocate nothing.
+//
+// # Callbacks
+//
+// OnEscalate, OnDrop, OnRetry and OnPosition run on a goroutine the Queue
+// owns, one at a time, in the order the queue decided them (a deadline
+// action found by a Pop is queued, not run by the Pop). They never run on
+// the goroutine of a caller inside a Queue method — Push, Pop, TryPop,
+// Match, Cancel, Requeue, Shutdown… — and never under the queue's lock, so a
+// host may hold its own lock around any call and take it in a callback,
+// and a callback may call the Queue. The goroutine exists only while
+// callbacks are pending; a panic in a callback is not recovered. Match's
+// claim function is not a callback in this sense: it is the host's own
+// code, called synchronously by Match by design.
+//
+// Pool's OnError and OnPanic run on the worker goroutine that ran the task,
+// after Run returned and before the worker takes another item: a goroutine
+// the Pool owns, never inside a host call.
+//
+// # Lifecycle
+//
+// Queue and Pool follow the SDK's convention for long-lived components:
+//
+//   - Shutdown(ctx): graceful and bounded by ctx. Queue.Shutdown stops
+//     intake (Push, PushWait, Requeue return ErrClosed), stops the timers
+//     and delivers the callbacks already queued; Pool.Shutdown stops
+//     intake, lets the workers drain the queue, waits for them and shuts
+//     the queue down. When ctx ends first the undelivered callbacks are
+//     dropped, running tasks are canceled and waited for, items never
+//     handed out stay in the queue, and ctx.Err() is returned. After
+//     Shutdown returns no goroutine of the component runs and no callback
+//     fires. Idempotent.
+//   - Close(): Shutdown with a context that is already done. Idempotent;
+//     returns nil.
+//   - Ready(): nil while serving, else an error wrapping ErrClosed (or
+//     ErrNotStarted for a Pool before Start).
+//
+// A closed Queue still hands out what is waiting (Pop returns ErrClosed
+// once it is empty), so the items a Pool.Shutdown left behind can be taken
+// with TryPop. Shutdown and Close wait for a running callback: do not call
+// them from a callback or under a lock a callback takes.
 //
 // # Glossary
 //
@@ -116,14 +168,19 @@
 //   - offer, assign: router's two ways to claim an agent for a conversation
 //     (reserve a slot until the agent accepts, or take it at once). The
 //     queue does not know them; see package router.
-//   - abandoned: an item that left without being handed out (Cancel, a Drop
-//     deadline action, or Pool.Shutdown giving up); Stats.Abandoned.
+//   - abandoned: an item that left without being handed out (Cancel or a
+//     Drop deadline action); Stats.Abandoned. Items a Pool.Shutdown gives
+//     up on are not abandoned: they stay in the queue.
+//   - transfer: router's move of an assigned conversation to another agent
+//     at once; the words assign, offer and transfer mean the same in
+//     router, queue and session (see router's glossary).
 //
 // # Errors
 //
 //   - ErrFull: the tier is at capacity (Push).
 //   - ErrClosed: the queue is closed (Push, PushWait, Requeue), or closed and
-//     empty (Pop).
+//     empty (Pop); wrapped by Ready after Shutdown or Close.
+//   - ErrNotStarted: Pool.Ready before Start.
 //   - ErrDuplicateID: an item with that ID is already waiting.
 //   - ErrInvalidTier: tier index out of range.
 //   - ErrNoMatch: Match took nothing.

@@ -8,7 +8,7 @@ import (
 	"github.com/switchboard-go/switchboard/queue"
 )
 
-// A worker pool over the whitepaper's three tiers.
+// A worker pool over a queue: items are handed out by tier quota.
 func ExampleNewPool() {
 	q, err := queue.New(queue.Config[string]{})
 	if err != nil {
@@ -30,12 +30,14 @@ func ExampleNewPool() {
 	p.Start()
 	fmt.Println(<-done)
 	fmt.Println(<-done)
-	abandoned, err := p.Shutdown(context.Background())
-	fmt.Println(len(abandoned), err)
+	// Shutdown stops intake, drains and waits for the workers; whatever a
+	// Shutdown that gives up leaves behind stays in the queue.
+	err = p.Shutdown(context.Background())
+	fmt.Println(err, q.Len())
 	// Output:
 	// P0:vip reply
 	// P2:newsletter
-	// 0 <nil>
+	// <nil> 0
 }
 
 // A waiting room: conversations wait minutes for an agent, customers see

@@ -10,14 +10,17 @@ import (
 var (
 	// ErrFull is returned by Push when the item's tier is at capacity.
 	ErrFull = errors.New("queue: tier full")
-	// ErrClosed is returned by Push after Close, and by Pop once the queue is
-	// closed and empty.
+	// ErrClosed is returned by Push, PushWait and Requeue after Shutdown or
+	// Close, by Pop once the queue is closed and empty, and wrapped by the
+	// Ready methods of a queue or pool that was shut down.
 	ErrClosed = errors.New("queue: closed")
 	// ErrDuplicateID is returned when an item with the same non-empty ID is
 	// already waiting.
 	ErrDuplicateID = errors.New("queue: duplicate id")
 	// ErrInvalidTier is returned for a tier index outside 0..len(Tiers)-1.
 	ErrInvalidTier = errors.New("queue: invalid tier")
+	// ErrNotStarted is returned by Pool.Ready before Pool.Start.
+	ErrNotStarted = errors.New("queue: pool not started")
 	// ErrInvalidConfig is wrapped by New and NewPool; the message names the
 	// offending field.
 	ErrInvalidConfig = errors.New("queue: invalid config")

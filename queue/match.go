@@ -194,8 +194,8 @@ func (q *Queue[T]) chargeLocked(ti int) {
 // not been passed over, so a call costs O(tiers × classes) claim calls at
 // most when claim answers SkipClass, plus one per item it Skips: not a walk
 // of the whole queue. Deadline actions are applied to each candidate first,
-// as TryPop does (an escalated candidate's OnEscalate runs before claim sees
-// it). Removing the taken item costs what Cancel costs: O(1) at either end of
+// as TryPop does (an escalated candidate's OnEscalate is queued for the
+// delivery goroutine, not run by Match). Removing the taken item costs what Cancel costs: O(1) at either end of
 // its tier, otherwise a shift of the shorter side of the tier's ring (int32
 // moves). Match allocates nothing in the steady state.
 //
@@ -243,34 +243,25 @@ func (q *Queue[T]) Match(claim func(Item[T]) Verdict) (Item[T], error) {
 				q.mu.Unlock()
 				continue
 			}
-			var ev event[T]
-			var hasEv bool
 			gen := n.gen
 			if n.dl < now && !n.escalated {
-				var handOut bool
-				ev, hasEv, handOut = q.expireLocked(ti, int(n.abs-q.tiers[ti].head), idx, now)
+				dropped, handOut := q.expireLocked(ti, int(n.abs-q.tiers[ti].head), idx, now)
 				if !handOut {
 					// Retried (now later in its class) or dropped: go on
 					// with the class's current candidate.
 					var w *waiter
-					if q.nodes[idx].gen != gen { // dropped
+					if dropped {
 						w = q.nextSpaceWaiterLocked(ti)
 					}
 					q.pushCandidateLocked(e, cur)
 					q.mu.Unlock()
 					w.wake()
-					if hasEv {
-						q.dispatch(ev)
-					}
 					continue
 				}
 			}
 			it := q.itemLocked(idx)
 			dl, seq := n.dl, n.seq
 			q.mu.Unlock()
-			if hasEv {
-				q.dispatch(ev) // the escalation of the candidate
-			}
 			switch claim(it) {
 			case Take:
 				return q.takeClaimed(idx, gen, it)

@@ -21,8 +21,19 @@ import (
 // running a task allocates nothing.
 //
 // Panics in Run are recovered, counted and reported to OnPanic; the worker
-// keeps going. Idle workers park on the queue without spinning. Service times
-// are reported to the Queue for EstimatedWait.
+// keeps going. OnPanic and OnError run on the worker goroutine that ran the
+// task, after Run has returned and before the worker takes another item: on
+// a goroutine the Pool owns, never inside a host call (Push, Start,
+// Stats…), so they may take the host's locks and call the Queue. Idle
+// workers park on the queue without spinning. Service times are reported to
+// the Queue for EstimatedWait.
+//
+// Lifecycle: Start launches the workers; Shutdown(ctx) stops intake,
+// drains and waits for the workers; Close stops at once; Ready reports
+// whether the pool is serving. Items still waiting when a Shutdown gives up
+// stay in the (closed) Queue: the host takes them with TryPop, to persist
+// them or hand them to another queue, and Position and Cancel keep seeing
+// them.
 //
 // A worker that has been handed tasks back to back for yieldEvery (500 µs)
 // without parking yields its P (runtime.Gosched) before
@@ -110,44 +121,75 @@ func (p *Pool[T]) Start() {
 	}
 }
 
-// Shutdown stops intake by closing the queue, lets the workers drain what is
-// waiting, and returns once they have all exited (abandoned == nil, err ==
-// nil). If ctx ends first it stops the workers from taking more, cancels the
-// contexts of running tasks, and returns every item still waiting as
-// abandoned together with ctx.Err(); workers then exit as soon as their
-// current task returns (Done reports when). Items not in abandoned were, or
-// are being, handed to Run; abandoned items are counted in Stats.Abandoned.
-// Shutdown before Start abandons everything.
-// Calling it again waits again.
-func (p *Pool[T]) Shutdown(ctx context.Context) (abandoned []Item[T], err error) {
+// Shutdown stops the pool gracefully: it stops intake by closing the
+// queue's intake (Push returns ErrClosed), lets the workers drain what is
+// waiting, waits for them to exit and then shuts the queue down
+// (Queue.Shutdown: its queued callbacks are delivered), all bounded by ctx.
+// If ctx ends first it stops the workers from taking more items, cancels
+// the contexts of running tasks, waits for those tasks to return (a Run
+// that ignores its context delays Shutdown), closes the queue and returns
+// ctx.Err(). Items never handed to Run stay waiting in the closed queue:
+// take them with TryPop (Queue.Len says how many). When Shutdown returns
+// no worker runs and neither the Pool's nor the Queue's callbacks fire.
+// Shutdown before Start runs nothing and leaves every item in the queue.
+// It is idempotent: a later call waits in the same way. It must not be
+// called from Run or a callback.
+func (p *Pool[T]) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	first := !p.shutting
 	p.shutting = true
 	started := p.started
 	p.mu.Unlock()
-	_ = p.q.Close()
+	p.q.closeIntake()
 	if !started {
 		if first {
-			abandoned = p.q.drain()
 			p.cancelBase()
 			p.cancelPop()
 			close(p.done)
 		}
-		return abandoned, nil
+		return p.q.Shutdown(ctx)
 	}
 	select {
 	case <-p.done:
-		return nil, nil
+		return p.q.Shutdown(ctx)
 	case <-ctx.Done():
 		p.stop.Store(true)
 		p.cancelPop()
 		p.cancelBase()
-		return p.q.drain(), ctx.Err()
+		<-p.done
+		_ = p.q.Close() // ctx is done: drop the queue's undelivered callbacks
+		return ctx.Err()
 	}
 }
 
+// Close stops the pool at once: Shutdown with a context that is already
+// done. Running tasks' contexts are canceled and Close returns when they
+// have returned; waiting items stay in the closed queue. It is idempotent
+// and returns nil.
+func (p *Pool[T]) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = p.Shutdown(ctx) // only reports that the drain was cut short, as Close documents
+	return nil
+}
+
+// Ready returns nil while the pool is serving (started and not shut down),
+// an error wrapping ErrNotStarted before Start, and one wrapping ErrClosed
+// once Shutdown or Close has begun.
+func (p *Pool[T]) Ready() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.shutting:
+		return fmt.Errorf("%w: pool shut down", ErrClosed)
+	case !p.started:
+		return ErrNotStarted
+	}
+	return nil
+}
+
 // Done returns a channel closed when every worker has exited (after
-// Shutdown).
+// Shutdown or Close).
 func (p *Pool[T]) Done() <-chan struct{} { return p.done }
 
 // Stats returns the pool's counters.

@@ -59,9 +59,11 @@ func TestPoolRunsEverythingAndDrains(t *testing.T) {
 		require.NoError(t, q.PushWait(context.Background(), "", i%3, i))
 		want += int64(i)
 	}
-	abandoned, err := p.Shutdown(context.Background())
-	require.NoError(t, err)
-	assert.Empty(t, abandoned)
+	require.NoError(t, p.Ready())
+	require.NoError(t, p.Shutdown(context.Background()))
+	assert.Zero(t, q.Len(), "everything was handed out")
+	assert.ErrorIs(t, p.Ready(), ErrClosed)
+	assert.ErrorIs(t, q.Ready(), ErrClosed)
 	<-p.Done()
 	assert.Equal(t, want, sum.Load())
 	assert.Zero(t, noDeadline.Load())
@@ -131,8 +133,7 @@ func TestPoolRecoversPanics(t *testing.T) {
 	require.NoError(t, q.Push("", 0, -1))
 	require.NoError(t, q.Push("", 0, 5))
 	assert.Equal(t, 5, <-ran, "the worker survives a panic")
-	_, err = p.Shutdown(context.Background())
-	require.NoError(t, err)
+	require.NoError(t, p.Shutdown(context.Background()))
 	assert.Equal(t, []any{"bad task"}, recovered)
 	assert.Equal(t, uint64(1), p.Stats().Panics)
 	assert.Equal(t, uint64(2), p.Stats().Ran)
@@ -174,8 +175,7 @@ func TestPoolTaskContextDeadline(t *testing.T) {
 		require.NoError(t, g.errDone)
 		assert.True(t, g.dl.Equal(g.deadline), "ctx deadline %v item deadline %v", g.dl, g.deadline)
 	}
-	_, err = p.Shutdown(context.Background())
-	require.NoError(t, err)
+	require.NoError(t, p.Shutdown(context.Background()))
 }
 
 func TestPoolShutdownAbandons(t *testing.T) {
@@ -201,16 +201,25 @@ func TestPoolShutdownAbandons(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	abandoned, err := p.Shutdown(ctx)
-	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorIs(t, p.Shutdown(ctx), context.DeadlineExceeded)
+	select {
+	case <-p.Done():
+	default:
+		t.Fatal("Shutdown returned before the workers exited")
+	}
+	require.ErrorIs(t, <-ctxErr, context.Canceled, "running task is cancelled")
+	// What was never handed out stays in the closed queue, in order.
 	var ids []string
-	for _, it := range abandoned {
+	for {
+		it, ok := q.TryPop()
+		if !ok {
+			break
+		}
 		ids = append(ids, it.ID)
 	}
 	assert.Equal(t, []string{"a", "b", "c"}, ids)
-	require.ErrorIs(t, <-ctxErr, context.Canceled, "running task is cancelled")
-	<-p.Done()
-	assert.Zero(t, q.Len())
+	assert.Zero(t, q.Stats(0).Abandoned, "left in the queue, not abandoned")
+	require.ErrorIs(t, q.Push("d", 0, 0), ErrClosed)
 }
 
 func TestPoolShutdownBeforeStart(t *testing.T) {
@@ -219,14 +228,17 @@ func TestPoolShutdownBeforeStart(t *testing.T) {
 	p, err := NewPool(q, PoolConfig[int]{Run: func(context.Context, Item[int]) error { return nil }})
 	require.NoError(t, err)
 	require.NoError(t, q.Push("a", 0, 1))
-	abandoned, err := p.Shutdown(context.Background())
-	require.NoError(t, err)
-	require.Len(t, abandoned, 1)
+	require.ErrorIs(t, p.Ready(), ErrNotStarted)
+	require.NoError(t, p.Shutdown(context.Background()))
+	assert.Equal(t, 1, q.Len(), "nothing ran: the item stays in the queue")
 	p.Start() // no-op after Shutdown
 	<-p.Done()
-	abandoned, err = p.Shutdown(context.Background())
-	require.NoError(t, err)
-	assert.Empty(t, abandoned)
+	require.NoError(t, p.Shutdown(context.Background()))
+	require.NoError(t, p.Close())
+	assert.ErrorIs(t, p.Ready(), ErrClosed)
+	it, ok := q.TryPop()
+	require.True(t, ok)
+	assert.Equal(t, "a", it.ID)
 }
 
 // Under saturation from a Pool's point of view each tier gets its quota.
@@ -250,8 +262,7 @@ func TestPoolQuotaUnderSaturation(t *testing.T) {
 	}})
 	require.NoError(t, err)
 	p.Start()
-	_, err = p.Shutdown(context.Background())
-	require.NoError(t, err)
+	require.NoError(t, p.Shutdown(context.Background()))
 	require.Len(t, order, 3*perTier)
 	// While all tiers had work (the first 5000 pops: P2 still had items),
 	// shares match the quotas within the slack of concurrent appends.
@@ -283,8 +294,7 @@ func TestPoolReportsServiceTimes(t *testing.T) {
 		require.GreaterOrEqual(t, q.svcN, 1)
 		q.mu.Unlock()
 		require.NoError(t, q.Push("w", 0, 3)) // will be served; estimate taken before
-		_, err = p.Shutdown(context.Background())
-		require.NoError(t, err)
+		require.NoError(t, p.Shutdown(context.Background()))
 		q.mu.Lock()
 		mean := q.svcSum / int64(q.svcN)
 		q.mu.Unlock()
@@ -340,8 +350,7 @@ func TestPoolWorkerYieldsWhenSaturated(t *testing.T) {
 						<-done
 					}
 				}
-				_, err = p.Shutdown(context.Background())
-				require.NoError(t, err)
+				require.NoError(t, p.Shutdown(context.Background()))
 				y := p.yields.Load()
 				assert.GreaterOrEqual(t, y, tc.minYields)
 				assert.LessOrEqual(t, y, tc.maxYields)

@@ -6,24 +6,26 @@ import (
 	"time"
 )
 
-// event is a deadline action whose callback must run outside the lock.
+// event is one callback for the queue's delivery goroutine: a deadline
+// action (kind, item) or, when ups is non-nil, a batch of positions.
 type event[T any] struct {
 	kind Action
 	item Item[T]
+	ups  []PositionUpdate
 }
 
 type takeResult[T any] struct {
 	item   Item[T]
 	ok     bool
-	ev     event[T]
-	hasEv  bool
+	again  bool    // an item was dropped: release wake, then take again
 	wake   *waiter // a PushWait caller to release
 	waitNs int64
 }
 
 // takeLocked hands out the next item by quota and EDF, applying deadline
-// actions to expired fronts first. It returns early with an event when a
-// callback must run (the caller dispatches it and calls again).
+// actions to expired fronts first (their callbacks are queued for the
+// delivery goroutine). It returns early, with again set, after dropping an
+// item so that the caller releases a PushWait caller before taking again.
 func (q *Queue[T]) takeLocked(now int64) (r takeResult[T]) {
 	for {
 		ti := q.pickLocked()
@@ -34,18 +36,15 @@ func (q *Queue[T]) takeLocked(now int64) (r takeResult[T]) {
 		idx := t.at(0)
 		n := &q.nodes[idx]
 		if n.dl < now && !n.escalated {
-			ev, hasEv, handOut := q.expireLocked(ti, 0, idx, now)
+			dropped, handOut := q.expireLocked(ti, 0, idx, now)
 			if !handOut {
-				if hasEv {
-					r.ev, r.hasEv = ev, true
-					if ev.kind == Drop {
-						r.wake = q.nextSpaceWaiterLocked(ti)
-					}
+				if dropped {
+					r.wake = q.nextSpaceWaiterLocked(ti)
+					r.again = true
 					return r
 				}
 				continue
 			}
-			r.ev, r.hasEv = ev, hasEv
 		}
 		// Charge the tier's quota and hand the front out.
 		q.vt = t.pass
@@ -66,8 +65,9 @@ func (q *Queue[T]) takeLocked(now int64) (r takeResult[T]) {
 }
 
 // expireLocked applies tier ti's deadline action to the expired node idx at
-// rank pos. handOut reports that the node stays (escalated) at its place.
-func (q *Queue[T]) expireLocked(ti, pos int, idx int32, now int64) (ev event[T], hasEv, handOut bool) {
+// rank pos and queues its callback. handOut reports that the node stays
+// (escalated) at its place; dropped that it was removed and freed.
+func (q *Queue[T]) expireLocked(ti, pos int, idx int32, now int64) (dropped, handOut bool) {
 	t := &q.tiers[ti]
 	n := &q.nodes[idx]
 	action := t.cfg.OnDeadline
@@ -80,9 +80,9 @@ func (q *Queue[T]) expireLocked(ti, pos int, idx int32, now int64) (ev event[T],
 		t.stats.Escalated++
 		q.m.action(ti, Escalate)
 		if q.cfg.OnEscalate != nil {
-			ev, hasEv = event[T]{kind: Escalate, item: q.itemLocked(idx)}, true
+			q.notes.post(event[T]{kind: Escalate, item: q.itemLocked(idx)})
 		}
-		return ev, hasEv, true
+		return false, true
 	case RetryOnce:
 		n.retried = true
 		n.dl = now + t.maxWait
@@ -96,24 +96,29 @@ func (q *Queue[T]) expireLocked(ti, pos int, idx int32, now int64) (ev event[T],
 		}
 		q.positionsChangedLocked()
 		if q.cfg.OnRetry != nil {
-			ev, hasEv = event[T]{kind: RetryOnce, item: q.itemLocked(idx)}, true
+			q.notes.post(event[T]{kind: RetryOnce, item: q.itemLocked(idx)})
 		}
-		return ev, hasEv, false
+		return false, false
 	default: // Drop
 		t.stats.Dropped++
 		t.stats.Abandoned++
 		q.m.action(ti, Drop)
 		if q.cfg.OnDrop != nil {
-			ev, hasEv = event[T]{kind: Drop, item: q.itemLocked(idx)}, true
+			q.notes.post(event[T]{kind: Drop, item: q.itemLocked(idx)})
 		}
 		q.removeLocked(ti, pos)
 		q.freeLocked(idx)
 		q.positionsChangedLocked()
-		return ev, hasEv, false
+		return true, false
 	}
 }
 
-func (q *Queue[T]) dispatch(ev event[T]) {
+// deliver runs one callback on the delivery goroutine.
+func (q *Queue[T]) deliver(ev event[T]) {
+	if ev.ups != nil {
+		q.cfg.OnPosition(ev.ups)
+		return
+	}
 	switch ev.kind {
 	case Escalate:
 		q.cfg.OnEscalate(ev.item)
@@ -125,9 +130,10 @@ func (q *Queue[T]) dispatch(ev event[T]) {
 }
 
 // TryPop hands out the next item without blocking; ok is false when the queue
-// is empty. Deadline actions for expired items are applied first (their
-// callbacks run on the calling goroutine). It allocates nothing in steady
-// state unless a deadline callback fires.
+// is empty. Deadline actions for expired items are applied first; their
+// callbacks are queued for the queue's delivery goroutine, not run by
+// TryPop. It allocates nothing in steady state unless a deadline callback
+// is queued.
 func (q *Queue[T]) TryPop() (Item[T], bool) {
 	for {
 		now := q.nanotime()
@@ -135,13 +141,10 @@ func (q *Queue[T]) TryPop() (Item[T], bool) {
 		r := q.takeLocked(now)
 		q.mu.Unlock()
 		r.wake.wake()
-		if r.hasEv {
-			q.dispatch(r.ev)
-		}
 		if r.ok {
 			return r.item, true
 		}
-		if !r.hasEv {
+		if !r.again {
 			return Item[T]{}, false
 		}
 	}
@@ -182,12 +185,9 @@ func (q *Queue[T]) pop(ctx context.Context, w *waiter, prevStart int64, stop *at
 			return Item[T]{}, 0, context.Canceled
 		}
 		r := q.takeLocked(now)
-		if r.ok || r.hasEv {
+		if r.ok || r.again {
 			q.mu.Unlock()
 			r.wake.wake()
-			if r.hasEv {
-				q.dispatch(r.ev)
-			}
 			if r.ok {
 				return r.item, now, nil
 			}
@@ -259,7 +259,6 @@ func (q *Queue[T]) onDeadlineTimer() {
 		return
 	}
 	q.dlArmed = false
-	var evs []event[T]
 	var wake []*waiter
 	next := int64(0)
 	for ti := range q.tiers {
@@ -277,10 +276,7 @@ func (q *Queue[T]) onDeadlineTimer() {
 				}
 				break
 			}
-			ev, hasEv, stays := q.expireLocked(ti, pos, idx, now)
-			if hasEv {
-				evs = append(evs, ev)
-			}
+			_, stays := q.expireLocked(ti, pos, idx, now)
 			if stays {
 				pos++
 			} else if w := q.nextSpaceWaiterLocked(ti); w != nil {
@@ -294,8 +290,5 @@ func (q *Queue[T]) onDeadlineTimer() {
 	q.mu.Unlock()
 	for _, w := range wake {
 		w.wake()
-	}
-	for _, ev := range evs {
-		q.dispatch(ev)
 	}
 }

@@ -18,10 +18,8 @@ func (q *Queue[T]) positionsChangedLocked() {
 }
 
 // onPositionTimer computes the positions of all identified waiting items and
-// reports the ones that changed since their last report.
+// queues the ones that changed since their last report for OnPosition.
 func (q *Queue[T]) onPositionTimer() {
-	q.posMu.Lock()
-	defer q.posMu.Unlock()
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
@@ -46,8 +44,8 @@ func (q *Queue[T]) onPositionTimer() {
 			ups = append(ups, PositionUpdate{ID: n.id, Tier: ti, Position: p, EstimatedWait: w})
 		}
 	}
-	q.mu.Unlock()
 	if len(ups) > 0 {
-		q.cfg.OnPosition(ups)
+		q.notes.post(event[T]{ups: ups})
 	}
+	q.mu.Unlock()
 }

@@ -11,7 +11,15 @@ import (
 // Within a tier items leave in earliest-deadline-first order (ties by push
 // order); across tiers a stride scheduler shares pops by Quota when several
 // tiers have work, and is work-conserving when some are empty. All methods are
-// safe for concurrent use; callbacks never run under the queue's lock.
+// safe for concurrent use.
+//
+// Callbacks (OnEscalate, OnDrop, OnRetry, OnPosition) run on a goroutine the
+// Queue owns, one at a time, in the order the queue decided them: never on
+// the goroutine of a caller inside a Queue method (Push, Pop, TryPop,
+// Match, Cancel, Requeue, Close…) and never under the queue's lock. A host
+// may hold its own lock around any call and take it again in a callback,
+// and a callback may call the Queue. The goroutine runs only while
+// callbacks are pending; Shutdown and Close wait for it.
 //
 // Steady-state Push/Pop/Match allocate nothing: item nodes live in a
 // reusable slab, each tier is a ring buffer of slab indices, and each
@@ -52,8 +60,10 @@ type Queue[T any] struct {
 	hostWorkers int
 	poolWorkers int
 
+	// callbacks, delivered in order on the queue's own goroutine
+	notes *notifier[event[T]]
+
 	// position debounce
-	posMu    sync.Mutex // serialises OnPosition calls
 	posTimer *time.Timer
 	posArmed bool
 
@@ -93,8 +103,9 @@ type waiter struct {
 func newWaiter() any { return &waiter{ch: make(chan struct{}, 1)} }
 
 // New returns an empty Queue configured by cfg, or an error wrapping
-// ErrInvalidConfig that names the bad field. It starts no goroutine; timers
-// are armed only when EagerDeadlines or OnPosition are set.
+// ErrInvalidConfig that names the bad field. It starts no goroutine: timers
+// are armed only when EagerDeadlines or OnPosition are set, and the
+// callback goroutine runs only while callbacks are pending.
 func New[T any](cfg Config[T]) (*Queue[T], error) {
 	c, err := cfg.normalized()
 	if err != nil {
@@ -102,6 +113,7 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 	}
 	q := &Queue[T]{cfg: c, nanotime: nanoClock(), ids: make(map[string]int32), svc: make([]int64, c.ServiceWindow)}
 	q.waiters.New = newWaiter
+	q.notes = newNotifier(q.deliver)
 	q.classIDs = map[string]int32{"": 0}
 	q.classNames = []string{""}
 	q.classRefs = []int32{0}
@@ -515,15 +527,53 @@ func (q *Queue[T]) Stats(i int) Stats {
 	return s
 }
 
-// Close stops intake: Push, PushWait and Requeue return ErrClosed from now on
-// and parked PushWait callers are released. Items already waiting can still
-// be popped; Pop returns ErrClosed once the queue is empty. Close stops the
-// queue's timers, is idempotent and always returns nil.
+// Shutdown stops the queue gracefully. From its start Push, PushWait and
+// Requeue return ErrClosed, parked PushWait callers are released, the
+// deadline and position timers stop and Ready reports the queue closed.
+// Items already waiting stay and can still be handed out (Pop returns
+// ErrClosed once the queue is empty); the callbacks of deadline actions
+// taken after Shutdown returns are not called. Shutdown waits until the
+// callbacks queued before it returns have been delivered, or until ctx is
+// done: then those not yet
+// started are dropped and it returns ctx.Err() once the one running (if
+// any) has returned. When Shutdown returns no goroutine of the Queue runs
+// and no callback fires again. It is idempotent (a later call waits in the
+// same way); it must not be called from a callback, nor while holding a
+// lock that a callback takes.
+func (q *Queue[T]) Shutdown(ctx context.Context) error {
+	q.closeIntake()
+	return q.notes.stop(ctx)
+}
+
+// Close is Shutdown without the grace: intake stops and callbacks not yet
+// delivered are dropped; it returns once the callback running (if any) has
+// returned. Waiting items stay poppable. Close is idempotent and returns nil.
 func (q *Queue[T]) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = q.Shutdown(ctx) // only reports dropped callbacks, as Close documents
+	return nil
+}
+
+// Ready returns nil while the queue accepts items, and an error wrapping
+// ErrClosed once Shutdown or Close has begun.
+func (q *Queue[T]) Ready() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return fmt.Errorf("%w: shut down", ErrClosed)
+	}
+	return nil
+}
+
+// closeIntake stops intake and the timers and releases parked PushWait
+// callers, leaving callback delivery running (Pool.Shutdown drains the
+// queue before it ends the callbacks).
+func (q *Queue[T]) closeIntake() {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
-		return nil
+		return
 	}
 	q.closed = true
 	var wake []*waiter
@@ -553,26 +603,6 @@ func (q *Queue[T]) Close() error {
 	for _, w := range wake {
 		w.wake()
 	}
-	return nil
-}
-
-// drain removes and returns every waiting item, counting them as abandoned
-// (used by Pool.Shutdown).
-func (q *Queue[T]) drain() []Item[T] {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	var out []Item[T]
-	for ti := range q.tiers {
-		t := &q.tiers[ti]
-		for t.len() > 0 {
-			idx := t.at(0)
-			out = append(out, q.itemLocked(idx))
-			q.removeLocked(ti, 0)
-			t.stats.Abandoned++
-			q.freeLocked(idx)
-		}
-	}
-	return out
 }
 
 func (q *Queue[T]) itemLocked(idx int32) Item[T] {

@@ -370,6 +370,7 @@ func TestDeadlineActions(t *testing.T) {
 		require.True(t, ok)
 		assert.Equal(t, "vip", it.ID)
 		assert.True(t, it.Escalated)
+		synctest.Wait() // callbacks run on the queue's goroutine
 		assert.Equal(t, []string{"vip"}, escalated)
 
 		// P1 retries once with a fresh deadline...
@@ -379,6 +380,7 @@ func TestDeadlineActions(t *testing.T) {
 		require.True(t, ok)
 		assert.True(t, it.Retried)
 		assert.Equal(t, clk.Now().Add(300*time.Millisecond), it.Deadline)
+		synctest.Wait()
 		assert.Equal(t, []string{"prem retried=true"}, retried, "OnRetry reports the fresh deadline")
 		// ...and is dropped on the second expiry.
 		require.NoError(t, q.Requeue(Item[int]{ID: "prem2", Tier: 1, Value: 3}))
@@ -391,6 +393,7 @@ func TestDeadlineActions(t *testing.T) {
 		clk.Advance(301 * time.Millisecond)
 		_, ok = q.TryPop()
 		assert.False(t, ok)
+		synctest.Wait()
 		assert.Equal(t, []string{"prem2=3"}, dropped)
 
 		// P2 drops and reports.
@@ -398,6 +401,7 @@ func TestDeadlineActions(t *testing.T) {
 		clk.Advance(1501 * time.Millisecond)
 		_, ok = q.TryPop()
 		assert.False(t, ok)
+		synctest.Wait()
 		assert.Equal(t, []string{"prem2=3", "std=4"}, dropped)
 
 		assert.Equal(t, Stats{Pushed: 1, Popped: 1, Escalated: 1}, q.Stats(0))

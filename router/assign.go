@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -41,7 +42,8 @@ var (
 	ErrOfferExpired = errors.New("router: offer no longer pending")
 	// ErrUnknownOffer means the offer ID was not issued by this Assigner.
 	ErrUnknownOffer = errors.New("router: unknown offer")
-	// ErrAssignerClosed is returned by every mutating call after Close.
+	// ErrAssignerClosed is returned by every mutating call once Shutdown or
+	// Close has begun, and wrapped by Ready.
 	ErrAssignerClosed = errors.New("router: assigner closed")
 )
 
@@ -95,18 +97,24 @@ type AssignerConfig struct {
 	// Observer receives metrics; nil disables them at no cost.
 	Observer *observe.Observer
 
+	// The callbacks below run on the Assigner's callback goroutine, one at
+	// a time, in the order of the changes that caused them; never inside an
+	// Assigner method called by the host (see Assigner).
+
 	// OnOfferExpired is called once for every offer that ended without
 	// Accept or Decline: timed out, or canceled because its agent went
 	// offline or was removed. Its Retry request excludes the agent so the
-	// host can offer the conversation to the next one.
+	// host can offer the conversation to the next one; it carries the
+	// original request's Value.
 	OnOfferExpired func(ExpiredOffer)
 	// OnCapacity is called exactly once for every operation that increases
 	// an agent's assignable slots (see CapacityEvent), so the host drains its
 	// waiting queue at once instead of sweeping periodically.
 	OnCapacity func(CapacityEvent)
 	// OnAgentOffline is called when an offline agent's conversations are
-	// handed back (after OfflineGrace); they are no longer assigned to it,
-	// so the host should requeue them. Not called when there are none.
+	// handed back (after OfflineGrace), each with its request and Value;
+	// they are no longer assigned to it, so the host should requeue them.
+	// Not called when there are none.
 	OnAgentOffline func(AgentOffline)
 }
 
@@ -131,6 +139,14 @@ type Request struct {
 	// RelaxAfter overrides AssignerConfig.OptionalSkillWait for this request
 	// when non-zero; negative keeps optional skills mandatory.
 	RelaxAfter time.Duration
+	// Value is the host's own data for the conversation, opaque to the
+	// Assigner: typically the queue.Item the conversation was matched from,
+	// so that it can be put back in the queue at its place. It is kept with
+	// the conversation while it is offered or assigned and handed back in
+	// ConversationInfo (Conversation, AgentOffline, RemoveAgent),
+	// ExpiredOffer.Retry and Decline's request. Storing a non-pointer value
+	// in an interface allocates; the Assigner adds no allocation of its own.
+	Value any
 }
 
 // Class returns the canonical key of the agents the request can go to
@@ -210,20 +226,35 @@ type CapacityEvent struct {
 // AgentOffline hands back the conversations of an agent that went offline.
 type AgentOffline struct {
 	AgentID string
-	// Conversations are the conversation IDs the agent held, sorted; they
-	// are no longer assigned to anyone.
-	Conversations []string
+	// Conversations are the conversations the agent held, sorted by ID,
+	// each with what the host needs to requeue it (its original Request,
+	// WaitingSince and Value). They are no longer assigned to anyone.
+	Conversations []ConversationInfo
 	// Since is when the agent went offline.
 	Since time.Time
 }
 
-// ConversationInfo describes a conversation the Assigner tracks.
+// ConversationInfo describes a conversation the Assigner tracks, or one it
+// hands back (AgentOffline, RemoveAgent), with everything needed to route it
+// again: a host that passed its queue.Item as Request.Value requeues the
+// conversation at its place with q.Requeue(info.Value.(queue.Item[T])).
 type ConversationInfo struct {
 	ConversationID string
-	AgentID        string
-	CustomerID     string
+	// AgentID is the agent that holds it, or held it when handed back.
+	AgentID    string
+	CustomerID string
 	// OfferID is set while the conversation is offered (not yet accepted).
 	OfferID string
+	// WaitingSince is when the conversation started waiting: the request's
+	// WaitingSince, or the time of its first assignment or offer when that
+	// was zero.
+	WaitingSince time.Time
+	// Value is Request.Value as given by the host.
+	Value any
+	// Request is the request the conversation was assigned or offered with
+	// (WaitingSince filled in). A conversation first seen by AssignManual
+	// has the request given there.
+	Request Request
 }
 
 // AssignerStats is a point-in-time summary.
@@ -235,13 +266,36 @@ type AssignerStats struct {
 	CapacityInUse int // active plus offered
 }
 
+// assignConv is the Assigner's record of one conversation. It is kept
+// small (the request behind a pointer) so that the map stores it inline and
+// an assignment does not allocate.
 type assignConv struct {
-	agent    *agentState
-	offer    *assignOffer // non-nil while only offered
-	customer string
+	agent  *agentState
+	offer  *assignOffer // non-nil while only offered
+	req    *Request     // as assigned or offered, WaitingSince filled in
+	pooled bool         // req comes from Assigner.reqFree
 }
 
-// assignEvents collects what an operation must report once the lock is released.
+func (c *assignConv) info() ConversationInfo {
+	inf := ConversationInfo{
+		ConversationID: c.req.ConversationID, AgentID: c.agent.load.ID, CustomerID: c.req.CustomerID,
+		WaitingSince: c.req.WaitingSince, Value: c.req.Value, Request: *c.req,
+	}
+	if c.offer != nil {
+		inf.OfferID = c.offer.id
+	}
+	return inf
+}
+
+// assignNote is one callback to deliver: exactly one of its fields is set.
+type assignNote struct {
+	capacity CapacityEvent
+	expired  *ExpiredOffer
+	offline  *AgentOffline
+}
+
+// assignEvents collects what an operation must report; postLocked queues
+// it for the delivery goroutine before the lock is released.
 type assignEvents struct {
 	capBuf  [2]CapacityEvent
 	capN    int
@@ -265,9 +319,15 @@ func (ev *assignEvents) capacity(e CapacityEvent) {
 // runs offers with timeouts, and reports capacity gains and offline agents'
 // conversations to the host. All methods are safe for concurrent use; one
 // mutex serialises state changes, so capacity can never be exceeded and a
-// conversation is never held twice. Callbacks run after the lock is released,
-// on the goroutine whose call caused them (or a timer goroutine for expiries
-// and grace periods); they may call the Assigner.
+// conversation is never held twice.
+//
+// Callbacks (OnCapacity, OnOfferExpired, OnAgentOffline) run on a goroutine
+// the Assigner owns, one at a time, in the order of the state changes that
+// caused them: never on the goroutine of a caller that is inside an
+// Assigner method and never under the Assigner's lock, so a host may hold
+// its own lock around any call and take it again in a callback, and a
+// callback may call the Assigner. The goroutine runs only while callbacks
+// are pending. Shutdown and Close wait for it.
 type Assigner struct {
 	strat     Strategy
 	pref      Preferrer
@@ -281,10 +341,10 @@ type Assigner struct {
 	onOffline func(AgentOffline)
 	prefix    string // offer ID prefix, unique per Assigner
 
+	notes *notifier[assignNote]
+
 	mu       sync.Mutex
-	idle     sync.Cond // signalled when inflight drops to 0 after Close
-	closed   bool
-	inflight int // timer callbacks running
+	closed   bool // Shutdown or Close began: no more state changes
 	agents   map[string]*agentState
 	convs    map[string]assignConv
 	offers   map[string]*assignOffer
@@ -294,11 +354,38 @@ type Assigner struct {
 	joins    uint64
 	offerSeq uint64
 	active   int
+	reqFree  []*Request // recycled requests of released assignments
+}
+
+// assignedLocked returns the record of a conversation assigned to g with
+// request r, whose Request comes from the free list (no allocation once
+// warm).
+func (a *Assigner) assignedLocked(g *agentState, r *Request) assignConv {
+	var p *Request
+	if n := len(a.reqFree); n > 0 {
+		p = a.reqFree[n-1]
+		a.reqFree = a.reqFree[:n-1]
+	} else {
+		p = new(Request)
+	}
+	*p = *r
+	return assignConv{agent: g, req: p, pooled: true}
+}
+
+// forgetLocked recycles the request of a conversation record that was
+// removed from a.convs.
+func (a *Assigner) forgetLocked(c *assignConv) {
+	if c.pooled {
+		*c.req = Request{}
+		a.reqFree = append(a.reqFree, c.req)
+		c.req, c.pooled = nil, false
+	}
 }
 
 // NewAssigner validates cfg, fills defaults and returns an Assigner, or an
 // error wrapping ErrInvalidConfig that names the bad field. It starts no
-// goroutine; timers run only while offers or grace periods are pending.
+// goroutine: timers run only while offers or grace periods are pending, and
+// the callback goroutine only while callbacks are pending.
 func NewAssigner(cfg AssignerConfig) (*Assigner, error) {
 	switch {
 	case cfg.OfferTimeout < 0:
@@ -324,7 +411,7 @@ func NewAssigner(cfg AssignerConfig) (*Assigner, error) {
 		convs:     map[string]assignConv{},
 		offers:    map[string]*assignOffer{},
 	}
-	a.idle.L = &a.mu
+	a.notes = newNotifier(a.deliver)
 	if a.strat == nil {
 		a.strat = LeastLoaded()
 	}
@@ -350,14 +437,22 @@ func NewAssigner(cfg AssignerConfig) (*Assigner, error) {
 	return a, nil
 }
 
-// Close stops every pending offer and grace timer and waits for timer
-// callbacks already running. Pending offers stay pending (no callback);
-// afterwards every mutating call returns ErrAssignerClosed while Agent,
-// Agents, Conversation and Stats keep working. Close must not be called
-// from an Assigner callback. It is idempotent.
-func (a *Assigner) Close() error {
+// Shutdown stops the Assigner gracefully: from its start every mutating
+// call returns ErrAssignerClosed and Ready reports it; pending offer and
+// grace timers are stopped (pending offers stay pending, without callback).
+// It then waits until the callbacks already queued — for state changes made
+// before Shutdown, such as an OnAgentOffline handing back conversations to
+// requeue — have been delivered, or until ctx is done: then the callbacks
+// not yet started are dropped and it returns ctx.Err() once the one running
+// (if any) has returned. When Shutdown returns, no goroutine of the
+// Assigner runs and no callback fires again. Agent, Agents, Conversation
+// and Stats keep answering from the final state.
+//
+// Shutdown is idempotent: a later call waits in the same way. It must not
+// be called from an Assigner callback, nor while holding a lock that a
+// callback takes (it waits for the callback).
+func (a *Assigner) Shutdown(ctx context.Context) error {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if !a.closed {
 		a.closed = true
 		for _, o := range a.offers {
@@ -370,22 +465,43 @@ func (a *Assigner) Close() error {
 			}
 		}
 	}
-	for a.inflight > 0 {
-		a.idle.Wait()
+	a.mu.Unlock()
+	return a.notes.stop(ctx)
+}
+
+// Close is Shutdown without the grace: it stops the Assigner at once,
+// dropping the callbacks not yet delivered, and returns when the callback
+// running (if any) has returned. It is idempotent and returns nil.
+func (a *Assigner) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = a.Shutdown(ctx) // only reports that callbacks were dropped, as Close documents
+	return nil
+}
+
+// Ready returns nil while the Assigner accepts work, and an error wrapping
+// ErrAssignerClosed once Shutdown or Close has begun.
+func (a *Assigner) Ready() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return fmt.Errorf("%w: shut down", ErrAssignerClosed)
 	}
 	return nil
 }
 
-// emit delivers collected events; it must be called without the lock.
-func (a *Assigner) emit(ev *assignEvents) {
+// postLocked queues the events an operation collected for the callback
+// goroutine. It is called with a.mu held, so that callbacks are delivered
+// in the order of the state changes.
+func (a *Assigner) postLocked(ev *assignEvents) {
 	if a.onExpired != nil {
-		for _, e := range ev.offers {
-			a.onExpired(e)
+		for i := range ev.offers {
+			a.notes.post(assignNote{expired: &ev.offers[i]})
 		}
 	}
 	if a.onOffline != nil {
-		for _, e := range ev.offline {
-			a.onOffline(e)
+		for i := range ev.offline {
+			a.notes.post(assignNote{offline: &ev.offline[i]})
 		}
 	}
 	if ev.capN == 0 {
@@ -396,24 +512,28 @@ func (a *Assigner) emit(ev *assignEvents) {
 	}
 	if a.onCap != nil {
 		for i := range ev.capN {
-			a.onCap(ev.capBuf[i])
+			a.notes.post(assignNote{capacity: ev.capBuf[i]})
 		}
 		for _, e := range ev.capMore {
-			a.onCap(e)
+			a.notes.post(assignNote{capacity: e})
 		}
 	}
 }
 
-// timerExit is called by a timer callback after it reported; it had
-// incremented inflight under the lock before releasing it.
-func (a *Assigner) timerExit() {
-	a.mu.Lock()
-	a.inflight--
-	if a.inflight == 0 {
-		a.idle.Broadcast()
+// deliver runs one callback on the notifier's goroutine.
+func (a *Assigner) deliver(n assignNote) {
+	switch {
+	case n.expired != nil:
+		a.onExpired(*n.expired)
+	case n.offline != nil:
+		a.onOffline(*n.offline)
+	default:
+		a.onCap(n.capacity)
 	}
-	a.mu.Unlock()
 }
+
+// flush waits until every callback queued so far has been delivered.
+func (a *Assigner) flush() { a.notes.flush() }
 
 // gained records a capacity event if g's assignable slots grew past before.
 func (a *Assigner) gained(g *agentState, before int, reason CapacityReason, ev *assignEvents) {
@@ -522,10 +642,14 @@ func (a *Assigner) claim(req *Request, offer bool) (*agentState, assignKind, err
 	a.seq++
 	g.load.AssignSeq = a.seq
 	g.load.LastAssigned = now
-	c := assignConv{agent: g, customer: req.CustomerID}
+	if req.WaitingSince.IsZero() {
+		req.WaitingSince = now
+	}
+	c := assignConv{agent: g} // Offer points req at the offer's copy
 	if offer {
 		g.load.Reserved++
 	} else {
+		c = a.assignedLocked(g, req)
 		g.load.Active++
 		g.convs[req.ConversationID] = struct{}{}
 		a.active++
@@ -591,25 +715,32 @@ func (a *Assigner) CanServe(req Request) bool {
 	return g != nil
 }
 
-// AssignManual assigns conversationID to agentID as a supervisor would. The
-// conversation may be new, offered (the offer is canceled without callback)
-// or assigned (it moves, like Transfer). Without force the agent must not be
-// offline and must have a free slot (ErrAgentOffline, ErrAtCapacity); with
-// force both checks are skipped and capacity may be exceeded.
-func (a *Assigner) AssignManual(conversationID, agentID string, force bool) error {
+// AssignManual assigns the conversation req.ConversationID to agentID at
+// once, as a supervisor would, bypassing the strategy and the skill and
+// team checks. The conversation may be new (req is recorded as Assign
+// records it, Value included), offered (the offer is canceled without
+// callback, or accepted when agentID is the offered agent) or assigned (it
+// moves, like Transfer); for a conversation already held only
+// req.ConversationID is used and the recorded request and Value are kept.
+// Without force the agent must not be offline and must have a free slot
+// (ErrAgentOffline, ErrAtCapacity); with force both checks are skipped and
+// capacity may be exceeded.
+func (a *Assigner) AssignManual(req Request, agentID string, force bool) error {
 	var ev assignEvents
 	a.mu.Lock()
-	err := a.moveLocked(conversationID, agentID, force, assignKindManual, &ev)
+	err := a.moveLocked(&req, agentID, force, assignKindManual, &ev)
+	a.postLocked(&ev)
 	a.mu.Unlock()
-	a.emit(&ev)
 	return err
 }
 
-// Transfer moves an assigned conversation to another agent, releasing a slot
+// Transfer moves an assigned conversation to another agent at once (no
+// offer: see the glossary in the package documentation), releasing a slot
 // on the current one (which may produce a CapacityEvent) and taking one on
-// the target, which must not be offline and must have a free slot. A
-// conversation that is only offered returns ErrNotAssigned. Transferring to
-// the current agent is a no-op.
+// the target, which must not be offline and must have a free slot. The
+// conversation keeps its request and Value. A conversation that is only
+// offered returns ErrNotAssigned. Transferring to the current agent is a
+// no-op.
 func (a *Assigner) Transfer(conversationID, toAgentID string) error {
 	var ev assignEvents
 	a.mu.Lock()
@@ -619,17 +750,18 @@ func (a *Assigner) Transfer(conversationID, toAgentID string) error {
 	} else if c, ok := a.convs[conversationID]; !ok || c.offer != nil {
 		err = fmt.Errorf("%w: %q", ErrNotAssigned, conversationID)
 	} else {
-		err = a.moveLocked(conversationID, toAgentID, false, assignKindTransfer, &ev)
+		err = a.moveLocked(&Request{ConversationID: conversationID}, toAgentID, false, assignKindTransfer, &ev)
 	}
+	a.postLocked(&ev)
 	a.mu.Unlock()
-	a.emit(&ev)
 	return err
 }
 
-func (a *Assigner) moveLocked(convID, agentID string, force bool, kind assignKind, ev *assignEvents) error {
+func (a *Assigner) moveLocked(req *Request, agentID string, force bool, kind assignKind, ev *assignEvents) error {
 	if a.closed {
 		return ErrAssignerClosed
 	}
+	convID := req.ConversationID
 	if convID == "" {
 		return ErrInvalidRequest
 	}
@@ -655,6 +787,7 @@ func (a *Assigner) moveLocked(convID, agentID string, force bool, kind assignKin
 		}
 	}
 	if exists {
+		*req = *c.req
 		from := c.agent
 		pre, before := agentSnapOf(from), from.assignable()
 		reason := CapacityReleased
@@ -668,6 +801,8 @@ func (a *Assigner) moveLocked(convID, agentID string, force bool, kind assignKin
 			from.load.Active--
 			delete(from.convs, convID)
 			a.active--
+			delete(a.convs, convID)
+			a.forgetLocked(&c)
 		}
 		a.ix.update(from)
 		a.m.account(pre, agentSnapOf(from))
@@ -681,9 +816,12 @@ func (a *Assigner) moveLocked(convID, agentID string, force bool, kind assignKin
 	g.load.Active++
 	g.convs[convID] = struct{}{}
 	a.active++
-	a.convs[convID] = assignConv{agent: g, customer: c.customer}
-	if a.pref != nil && c.customer != "" {
-		a.pref.Assigned(c.customer, g.load.ID)
+	if req.WaitingSince.IsZero() {
+		req.WaitingSince = now
+	}
+	a.convs[convID] = a.assignedLocked(g, req)
+	if a.pref != nil && req.CustomerID != "" {
+		a.pref.Assigned(req.CustomerID, g.load.ID)
 	}
 	a.ix.update(g)
 	if a.m != nil {
@@ -697,7 +835,8 @@ func (a *Assigner) moveLocked(convID, agentID string, force bool, kind assignKin
 // back): the agent's slot is freed, which produces a CapacityEvent when the
 // agent is online with finite capacity. Releasing an offered conversation
 // cancels the offer without an OnOfferExpired callback. It returns
-// ErrNotAssigned for an unknown conversation. No allocation.
+// ErrNotAssigned for an unknown conversation. It does not allocate, except
+// that queueing a callback while the callback goroutine is idle starts it.
 func (a *Assigner) Release(conversationID string) error {
 	var ev assignEvents
 	a.mu.Lock()
@@ -724,15 +863,16 @@ func (a *Assigner) Release(conversationID string) error {
 		delete(g.convs, conversationID)
 		delete(a.convs, conversationID)
 		a.active--
-		if a.pref != nil && c.customer != "" {
-			a.pref.Assigned(c.customer, g.load.ID)
+		if a.pref != nil && c.req.CustomerID != "" {
+			a.pref.Assigned(c.req.CustomerID, g.load.ID)
 		}
+		a.forgetLocked(&c)
 	}
 	a.ix.update(g)
 	a.m.account(pre, agentSnapOf(g))
 	a.gained(g, before, reason, &ev)
+	a.postLocked(&ev)
 	a.mu.Unlock()
-	a.emit(&ev)
 	return nil
 }
 
@@ -771,8 +911,8 @@ func (a *Assigner) UpsertAgent(ag Agent) error {
 	} else {
 		a.changeLocked(g, &ag, &ev)
 	}
+	a.postLocked(&ev)
 	a.mu.Unlock()
-	a.emit(&ev)
 	return nil
 }
 
@@ -870,10 +1010,8 @@ func (a *Assigner) graceFire(g *agentState, epoch uint64) {
 	pre := agentSnapOf(g)
 	a.offlineReportLocked(g, &ev)
 	a.m.account(pre, agentSnapOf(g))
-	a.inflight++
+	a.postLocked(&ev)
 	a.mu.Unlock()
-	a.emit(&ev)
-	a.timerExit()
 }
 
 // offlineReportLocked detaches g's conversations and queues their report.
@@ -888,14 +1026,17 @@ func (a *Assigner) offlineReportLocked(g *agentState, ev *assignEvents) {
 	ev.offline = append(ev.offline, AgentOffline{AgentID: g.load.ID, Conversations: convs, Since: g.offlineSince})
 }
 
-// detachLocked unassigns every active conversation of g and returns their IDs.
-func (a *Assigner) detachLocked(g *agentState) []string {
-	convs := make([]string, 0, len(g.convs))
-	for c := range g.convs {
-		convs = append(convs, c)
-		delete(a.convs, c)
+// detachLocked unassigns every active conversation of g and returns them,
+// sorted by ID.
+func (a *Assigner) detachLocked(g *agentState) []ConversationInfo {
+	convs := make([]ConversationInfo, 0, len(g.convs))
+	for id := range g.convs {
+		c := a.convs[id]
+		convs = append(convs, c.info())
+		delete(a.convs, id)
+		a.forgetLocked(&c)
 	}
-	slices.Sort(convs)
+	slices.SortFunc(convs, func(x, y ConversationInfo) int { return strings.Compare(x.ConversationID, y.ConversationID) })
 	clear(g.convs)
 	a.active -= g.load.Active
 	g.load.Active = 0
@@ -950,16 +1091,17 @@ func (a *Assigner) update(agentID string, change func(*Agent)) error {
 	ag := Agent{ID: agentID, Presence: g.presence, Capacity: g.load.Capacity, Skills: g.skills, Teams: g.teams}
 	change(&ag)
 	a.changeLocked(g, &ag, &ev)
+	a.postLocked(&ev)
 	a.mu.Unlock()
-	a.emit(&ev)
 	return nil
 }
 
 // RemoveAgent forgets an agent. Its pending offers are canceled
-// (OnOfferExpired with OfferAgentRemoved) and the IDs of the conversations it
-// held are returned, sorted; they are no longer assigned, so the host should
-// requeue them. No OnAgentOffline report is made.
-func (a *Assigner) RemoveAgent(agentID string) ([]string, error) {
+// (OnOfferExpired with OfferAgentRemoved) and the conversations it held are
+// returned, sorted by ID, each with its request and Value as in
+// AgentOffline; they are no longer assigned, so the host should requeue
+// them. No OnAgentOffline report is made.
+func (a *Assigner) RemoveAgent(agentID string) ([]ConversationInfo, error) {
 	var ev assignEvents
 	a.mu.Lock()
 	if a.closed {
@@ -982,8 +1124,8 @@ func (a *Assigner) RemoveAgent(agentID string) ([]string, error) {
 	a.ix.removeAgent(g)
 	delete(a.agents, agentID)
 	a.m.account(pre, agentSnap{})
+	a.postLocked(&ev)
 	a.mu.Unlock()
-	a.emit(&ev)
 	return convs, nil
 }
 
@@ -1026,11 +1168,7 @@ func (a *Assigner) Conversation(conversationID string) (ConversationInfo, bool) 
 	if !ok {
 		return ConversationInfo{}, false
 	}
-	inf := ConversationInfo{ConversationID: conversationID, AgentID: c.agent.load.ID, CustomerID: c.customer}
-	if c.offer != nil {
-		inf.OfferID = c.offer.id
-	}
-	return inf, true
+	return c.info(), true
 }
 
 // Stats returns a summary of the Assigner's state.

@@ -3,27 +3,39 @@ package router_test
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/switchboard-go/switchboard/router"
 )
 
 // Assign conversations by least load, release one and drain the waiting
-// queue from the capacity event.
+// list from the capacity event. The host guards its waiting list with its
+// own mutex, holds it around Release and takes it again in OnCapacity: that
+// cannot deadlock, because callbacks run on the Assigner's own goroutine,
+// never inside the host's call.
 func ExampleAssigner() {
-	var a *router.Assigner
-	waiting := []string{}
+	var (
+		a       *router.Assigner
+		mu      sync.Mutex // the host's lock
+		waiting []string
+		drained = make(chan struct{}, 1)
+	)
 	a, _ = router.NewAssigner(router.AssignerConfig{
 		Strategy: router.LeastLoaded(),
-		OnCapacity: func(e router.CapacityEvent) {
-			// Runs after Release returns its lock: drain the queue now.
+		OnCapacity: func(router.CapacityEvent) {
+			// Any event may find work: earlier ones (agents coming
+			// online) can still be in flight when Release frees a slot.
+			mu.Lock()
+			defer mu.Unlock()
 			for len(waiting) > 0 {
 				id, err := a.Assign(router.Request{ConversationID: waiting[0]})
 				if err != nil {
 					return
 				}
-				fmt.Printf("%s drained to %s (%s)\n", waiting[0], id, e.Reason)
+				fmt.Printf("%s drained to %s\n", waiting[0], id)
 				waiting = waiting[1:]
+				drained <- struct{}{}
 			}
 		},
 	})
@@ -31,6 +43,7 @@ func ExampleAssigner() {
 	_ = a.UpsertAgent(router.Agent{ID: "alice", Presence: router.Online, Capacity: 1, Skills: []string{"en"}})
 	_ = a.UpsertAgent(router.Agent{ID: "bruno", Presence: router.Online, Capacity: 1, Skills: []string{"en", "de"}})
 
+	mu.Lock()
 	for _, c := range []string{"c1", "c2", "c3"} {
 		id, err := a.Assign(router.Request{ConversationID: c, RequiredSkills: []string{"en"}})
 		if errors.Is(err, router.ErrNoAgent) {
@@ -40,12 +53,14 @@ func ExampleAssigner() {
 		}
 		fmt.Println(c, "→", id)
 	}
-	_ = a.Release("c1")
+	_ = a.Release("c1") // under the host's lock: OnCapacity runs later
+	mu.Unlock()
+	<-drained
 	// Output:
 	// c1 → alice
 	// c2 → bruno
 	// c3 waits
-	// c3 drained to alice (released)
+	// c3 drained to alice
 }
 
 // Offer a conversation; when the agent misses it, offer it to the next one.

@@ -18,8 +18,10 @@ import (
 	"github.com/switchboard-go/switchboard/observe"
 )
 
-// assignRecorder records every callback of an Assigner.
+// assignRecorder records every callback of an Assigner. Its take methods
+// first wait until the callbacks queued so far have been delivered.
 type assignRecorder struct {
+	flush    func()
 	mu       sync.Mutex
 	capacity []CapacityEvent
 	expired  []ExpiredOffer
@@ -34,6 +36,7 @@ func (r *assignRecorder) install(cfg *AssignerConfig) {
 
 // takeCapacity returns and clears the recorded capacity events.
 func (r *assignRecorder) takeCapacity() []CapacityEvent {
+	r.flush()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := r.capacity
@@ -42,6 +45,7 @@ func (r *assignRecorder) takeCapacity() []CapacityEvent {
 }
 
 func (r *assignRecorder) takeExpired() []ExpiredOffer {
+	r.flush()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := r.expired
@@ -50,6 +54,7 @@ func (r *assignRecorder) takeExpired() []ExpiredOffer {
 }
 
 func (r *assignRecorder) takeOffline() []AgentOffline {
+	r.flush()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := r.offline
@@ -100,6 +105,7 @@ func newAssignFixture(t *testing.T, cfg AssignerConfig, agents ...Agent) *assign
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, a.Close()) })
 	f.Assigner = a
+	f.rec.flush = a.flush
 	for _, ag := range agents {
 		require.NoError(t, a.UpsertAgent(ag))
 	}
@@ -112,6 +118,30 @@ func (f *assignFixture) info(t *testing.T, id string) AgentInfo {
 	inf, ok := f.Agent(id)
 	require.True(t, ok, "agent %s", id)
 	return inf
+}
+
+// convIDs returns the IDs of handed-back conversations.
+func convIDs(cs []ConversationInfo) []string {
+	out := make([]string, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, c.ConversationID)
+	}
+	return out
+}
+
+// offlineIDs is an AgentOffline report reduced to its conversation IDs.
+type offlineIDs struct {
+	AgentID       string
+	Conversations []string
+	Since         time.Time
+}
+
+func offlineReports(offs []AgentOffline) []offlineIDs {
+	out := make([]offlineIDs, 0, len(offs))
+	for _, o := range offs {
+		out = append(out, offlineIDs{o.AgentID, convIDs(o.Conversations), o.Since})
+	}
+	return out
 }
 
 func online(id string, capacity int, skills ...string) Agent {
@@ -186,7 +216,9 @@ func TestAssignBasics(t *testing.T) {
 
 		ci, ok := f.Conversation("c1")
 		require.True(t, ok)
-		assert.Equal(t, ConversationInfo{ConversationID: "c1", AgentID: "a", CustomerID: "u1"}, ci)
+		now := f.clock.Now()
+		assert.Equal(t, ConversationInfo{ConversationID: "c1", AgentID: "a", CustomerID: "u1", WaitingSince: now,
+			Request: Request{ConversationID: "c1", CustomerID: "u1", WaitingSince: now}}, ci, "a zero WaitingSince becomes the assignment time")
 
 		require.NoError(t, f.Release("c1"))
 		assert.ErrorIs(t, f.Release("c1"), ErrNotAssigned)
@@ -349,14 +381,14 @@ func TestAssignOptionalSkillRelaxation(t *testing.T) {
 func TestAssignManualAndForce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newAssignFixture(t, AssignerConfig{}, online("a", 1), Agent{ID: "off", Capacity: 1})
-		assert.ErrorIs(t, f.AssignManual("c1", "nobody", false), ErrUnknownAgent)
-		assert.ErrorIs(t, f.AssignManual("", "a", false), ErrInvalidRequest)
-		require.NoError(t, f.AssignManual("c1", "a", false))
-		require.NoError(t, f.AssignManual("c1", "a", false), "same agent is a no-op")
-		assert.ErrorIs(t, f.AssignManual("c2", "a", false), ErrAtCapacity)
-		assert.ErrorIs(t, f.AssignManual("c2", "off", false), ErrAgentOffline)
-		require.NoError(t, f.AssignManual("c2", "a", true), "a supervisor may exceed capacity")
-		require.NoError(t, f.AssignManual("c3", "off", true))
+		assert.ErrorIs(t, f.AssignManual(Request{ConversationID: "c1"}, "nobody", false), ErrUnknownAgent)
+		assert.ErrorIs(t, f.AssignManual(Request{ConversationID: ""}, "a", false), ErrInvalidRequest)
+		require.NoError(t, f.AssignManual(Request{ConversationID: "c1"}, "a", false))
+		require.NoError(t, f.AssignManual(Request{ConversationID: "c1"}, "a", false), "same agent is a no-op")
+		assert.ErrorIs(t, f.AssignManual(Request{ConversationID: "c2"}, "a", false), ErrAtCapacity)
+		assert.ErrorIs(t, f.AssignManual(Request{ConversationID: "c2"}, "off", false), ErrAgentOffline)
+		require.NoError(t, f.AssignManual(Request{ConversationID: "c2"}, "a", true), "a supervisor may exceed capacity")
+		require.NoError(t, f.AssignManual(Request{ConversationID: "c3"}, "off", true))
 		inf := f.info(t, "a")
 		assert.Equal(t, 2, inf.Active)
 		assert.Equal(t, 0, inf.Free())
@@ -365,10 +397,10 @@ func TestAssignManualAndForce(t *testing.T) {
 		// Moving an assigned conversation with AssignManual frees the old agent.
 		require.NoError(t, f.UpsertAgent(online("b", 3)))
 		f.rec.takeCapacity()
-		require.NoError(t, f.AssignManual("c1", "b", false))
+		require.NoError(t, f.AssignManual(Request{ConversationID: "c1"}, "b", false))
 		assert.Equal(t, []string{"c2"}, f.info(t, "a").Conversations)
 		assert.Empty(t, f.rec.takeCapacity(), "a is still at its capacity of 1: no gain")
-		require.NoError(t, f.AssignManual("c2", "b", false))
+		require.NoError(t, f.AssignManual(Request{ConversationID: "c2"}, "b", false))
 		assert.Equal(t, []CapacityEvent{{AgentID: "a", Free: 1, Reason: CapacityReleased}}, f.rec.takeCapacity())
 	})
 }
@@ -390,15 +422,17 @@ func TestAssignTransfer(t *testing.T) {
 		}
 		require.NoError(t, f.Transfer("c1", to))
 		ci, _ := f.Conversation("c1")
-		assert.Equal(t, ConversationInfo{ConversationID: "c1", AgentID: to, CustomerID: "u"}, ci)
+		now := f.clock.Now()
+		assert.Equal(t, ConversationInfo{ConversationID: "c1", AgentID: to, CustomerID: "u", WaitingSince: now,
+			Request: Request{ConversationID: "c1", CustomerID: "u", WaitingSince: now}}, ci, "the request is kept across the transfer")
 		assert.Empty(t, f.info(t, from.AgentID).Conversations)
 		ev := f.rec.takeCapacity()
 		require.Len(t, ev, 1)
 		assert.Equal(t, from.AgentID, ev[0].AgentID)
 		assert.Equal(t, CapacityReleased, ev[0].Reason)
 
-		require.NoError(t, f.AssignManual("c2", "b", true))
-		require.NoError(t, f.AssignManual("c3", "a", false))
+		require.NoError(t, f.AssignManual(Request{ConversationID: "c2"}, "b", true))
+		require.NoError(t, f.AssignManual(Request{ConversationID: "c3"}, "a", false))
 		if to == "a" {
 			assert.ErrorIs(t, f.Transfer("c1", "b"), ErrAtCapacity)
 		} else {
@@ -476,16 +510,16 @@ func TestCapacityEventsExactlyOnce(t *testing.T) {
 func TestAgentOfflineReportsConversations(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newAssignFixture(t, AssignerConfig{}, online("a", 5), online("b", 5))
-		require.NoError(t, f.AssignManual("c1", "a", false))
-		require.NoError(t, f.AssignManual("c2", "a", false))
-		require.NoError(t, f.AssignManual("c3", "b", false))
+		require.NoError(t, f.AssignManual(Request{ConversationID: "c1"}, "a", false))
+		require.NoError(t, f.AssignManual(Request{ConversationID: "c2"}, "a", false))
+		require.NoError(t, f.AssignManual(Request{ConversationID: "c3"}, "b", false))
 		o, err := f.Offer(Request{ConversationID: "c4", Exclude: []string{"b"}})
 		require.NoError(t, err)
 
 		require.NoError(t, f.SetPresence("a", Offline))
 		off := f.rec.takeOffline()
 		require.Len(t, off, 1)
-		assert.Equal(t, AgentOffline{AgentID: "a", Conversations: []string{"c1", "c2"}, Since: f.clock.Now()}, off[0])
+		assert.Equal(t, []offlineIDs{{AgentID: "a", Conversations: []string{"c1", "c2"}, Since: f.clock.Now()}}, offlineReports(off))
 		exp := f.rec.takeExpired()
 		require.Len(t, exp, 1)
 		assert.Equal(t, OfferAgentOffline, exp[0].Reason)
@@ -508,7 +542,7 @@ func TestAgentOfflineReportsConversations(t *testing.T) {
 		assert.Equal(t, "b", id)
 
 		require.NoError(t, f.SetPresence("b", Offline))
-		assert.Equal(t, []AgentOffline{{AgentID: "b", Conversations: []string{"c1", "c3"}, Since: f.clock.Now()}}, f.rec.takeOffline())
+		assert.Equal(t, []offlineIDs{{AgentID: "b", Conversations: []string{"c1", "c3"}, Since: f.clock.Now()}}, offlineReports(f.rec.takeOffline()))
 		require.NoError(t, f.SetPresence("a", Online))
 		require.NoError(t, f.SetPresence("a", Offline))
 		assert.Empty(t, f.rec.takeOffline(), "no conversations, no report")
@@ -518,7 +552,7 @@ func TestAgentOfflineReportsConversations(t *testing.T) {
 func TestAgentOfflineGracePeriod(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newAssignFixture(t, AssignerConfig{OfflineGrace: 2 * time.Minute}, online("a", 5))
-		require.NoError(t, f.AssignManual("c1", "a", false))
+		require.NoError(t, f.AssignManual(Request{ConversationID: "c1"}, "a", false))
 
 		// Back within the grace period: nothing reported, conversations kept.
 		require.NoError(t, f.SetPresence("a", Offline))
@@ -532,18 +566,18 @@ func TestAgentOfflineGracePeriod(t *testing.T) {
 		// Offline past the grace period: reported once, at its end.
 		require.NoError(t, f.SetPresence("a", Offline))
 		since := f.clock.Now()
-		require.NoError(t, f.AssignManual("c2", "a", true), "a supervisor assignment during grace is handed back too")
+		require.NoError(t, f.AssignManual(Request{ConversationID: "c2"}, "a", true), "a supervisor assignment during grace is handed back too")
 		f.clock.Advance(2*time.Minute - time.Nanosecond)
 		assert.Empty(t, f.rec.takeOffline())
 		f.clock.Advance(time.Nanosecond)
-		assert.Equal(t, []AgentOffline{{AgentID: "a", Conversations: []string{"c1", "c2"}, Since: since}}, f.rec.takeOffline())
+		assert.Equal(t, []offlineIDs{{AgentID: "a", Conversations: []string{"c1", "c2"}, Since: since}}, offlineReports(f.rec.takeOffline()))
 		f.clock.Advance(time.Hour)
 		assert.Empty(t, f.rec.takeOffline())
 		assert.Empty(t, f.info(t, "a").Conversations)
 
 		// Busy and away keep conversations.
 		require.NoError(t, f.SetPresence("a", Online))
-		require.NoError(t, f.AssignManual("c3", "a", false))
+		require.NoError(t, f.AssignManual(Request{ConversationID: "c3"}, "a", false))
 		require.NoError(t, f.SetPresence("a", Away))
 		require.NoError(t, f.SetPresence("a", Busy))
 		f.clock.Advance(time.Hour)
@@ -553,7 +587,7 @@ func TestAgentOfflineGracePeriod(t *testing.T) {
 		require.NoError(t, f.SetPresence("a", Offline))
 		convs, err := f.RemoveAgent("a")
 		require.NoError(t, err)
-		assert.Equal(t, []string{"c3"}, convs)
+		assert.Equal(t, []string{"c3"}, convIDs(convs))
 		f.clock.Advance(time.Hour)
 		assert.Empty(t, f.rec.takeOffline())
 	})
@@ -562,15 +596,15 @@ func TestAgentOfflineGracePeriod(t *testing.T) {
 func TestRemoveAgent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newAssignFixture(t, AssignerConfig{}, online("a", 5), online("b", 5, "x"))
-		require.NoError(t, f.AssignManual("c1", "a", false))
+		require.NoError(t, f.AssignManual(Request{ConversationID: "c1"}, "a", false))
 		o, err := f.Offer(Request{ConversationID: "c2", Exclude: []string{"b"}})
 		require.NoError(t, err)
 		convs, err := f.RemoveAgent("a")
 		require.NoError(t, err)
-		assert.Equal(t, []string{"c1"}, convs)
+		assert.Equal(t, []string{"c1"}, convIDs(convs))
 		exp := f.rec.takeExpired()
 		require.Len(t, exp, 1)
-		assert.Equal(t, ExpiredOffer{Offer: o, Reason: OfferAgentRemoved, Retry: Request{ConversationID: "c2", Exclude: []string{"b", "a"}}}, exp[0])
+		assert.Equal(t, ExpiredOffer{Offer: o, Reason: OfferAgentRemoved, Retry: Request{ConversationID: "c2", Exclude: []string{"b", "a"}, WaitingSince: f.clock.Now()}}, exp[0])
 		_, ok := f.Agent("a")
 		assert.False(t, ok)
 		assert.ErrorIs(t, f.Accept(o.ID), ErrOfferExpired)
@@ -593,7 +627,7 @@ func TestAssignerClose(t *testing.T) {
 		f := newAssignFixture(t, AssignerConfig{OfflineGrace: time.Minute}, online("a", 5))
 		o, err := f.Offer(Request{ConversationID: "c1"})
 		require.NoError(t, err)
-		require.NoError(t, f.AssignManual("c2", "a", false))
+		require.NoError(t, f.AssignManual(Request{ConversationID: "c2"}, "a", false))
 		require.NoError(t, f.SetPresence("a", Offline))
 		require.NoError(t, f.Close())
 		require.NoError(t, f.Close(), "idempotent")
@@ -605,7 +639,7 @@ func TestAssignerClose(t *testing.T) {
 		_, err = f.Offer(Request{ConversationID: "x"})
 		assert.ErrorIs(t, err, ErrAssignerClosed)
 		for _, err := range []error{
-			f.Accept(o.ID), f.Release("c2"), f.AssignManual("x", "a", true), f.Transfer("c2", "a"),
+			f.Accept(o.ID), f.Release("c2"), f.AssignManual(Request{ConversationID: "x"}, "a", true), f.Transfer("c2", "a"),
 			f.UpsertAgent(online("b", 1)), f.SetPresence("a", Online), f.SetCapacity("a", 1),
 		} {
 			assert.ErrorIs(t, err, ErrAssignerClosed)
@@ -718,7 +752,7 @@ func TestAssignMetrics(t *testing.T) {
 		require.NoError(t, f.Release("c1"))
 		_, err = f.Assign(Request{ConversationID: "c2", CustomerID: "u1"})
 		require.NoError(t, err)
-		require.NoError(t, f.AssignManual("c3", "c", true))
+		require.NoError(t, f.AssignManual(Request{ConversationID: "c3"}, "c", true))
 		require.NoError(t, f.Transfer("c3", "a"))
 		_, err = f.Assign(Request{ConversationID: "c4", RequiredSkills: []string{"zz"}})
 		require.ErrorIs(t, err, ErrNoAgent)

@@ -1,6 +1,8 @@
 // Package router decides who handles what: which node owns a user or a
-// conversation when gateways and workers are sharded across machines, and
-// which agent takes a conversation.
+// conversation when gateways and workers are sharded across machines (the
+// Ring), and which agent takes a conversation (the Assigner). The two
+// halves share no state; see "Two halves, one package" below for why they
+// stay in one package and which names belong to which.
 //
 // # Consistent-hash ring
 //
@@ -31,7 +33,8 @@
 // Follow does so for every list arriving on a channel. RingConfig.OnChange
 // then receives a RingChange naming the nodes that joined, left or changed,
 // the share of the key space each node gained or lost, and Moved(key) to
-// tell whether a given user must be handed over.
+// tell whether a given user must be handed over. OnChange runs on the
+// Ring's own goroutine, in Version order, never inside a Ring method.
 //
 // Acquire implements consistent hashing with bounded loads (Mirrokni,
 // Thorup and Zadimoghaddam, 2018): callers acquire a unit of load per key
@@ -84,7 +87,51 @@
 // ended, skills gained) produces exactly one OnCapacity event so the host
 // drains its queue at once; an agent going offline hands its conversations to
 // OnAgentOffline, after OfflineGrace. AssignManual may exceed capacity with
-// force. Callbacks run after the lock is released and may call the Assigner.
+// force.
+//
+// Request.Value carries the host's own data for a conversation (typically
+// the queue.Item it was matched from). The Assigner keeps it, with the
+// original request, for as long as it tracks the conversation, and hands
+// both back wherever the conversation comes back to the host:
+// ConversationInfo (Conversation, AgentOffline.Conversations, RemoveAgent)
+// and the retry request of ExpiredOffer and Decline. A host that assigns
+// inside queue.Match's claim with the item as Value puts a conversation
+// whose agent was lost back at its place, wait clock included, with
+// q.Requeue(info.Value.(queue.Item[T])).
+//
+// # Callbacks
+//
+// OnCapacity, OnOfferExpired and OnAgentOffline (and the Ring's OnChange)
+// run on a goroutine the component owns, one at a time, in the order of the
+// state changes that caused them. They never run on the goroutine of a
+// caller that is inside a method of the component and never under its
+// lock: a host may hold its own mutex around Release, UpsertAgent or any
+// other call and take the same mutex in a callback, and a callback may call
+// the component. The goroutine exists only while callbacks are pending. A
+// callback therefore sees the world a little after the change it reports:
+// a CapacityEvent's Free may already be used up, which a drain loop
+// handles by trying until ErrNoAgent. A panic in a callback is not
+// recovered.
+//
+// # Lifecycle
+//
+// Assigner and Ring follow the SDK's convention for long-lived components:
+//
+//   - Shutdown(ctx) stops intake (mutating calls return ErrAssignerClosed or
+//     ErrRingClosed), stops the Assigner's timers, delivers the callbacks
+//     queued before it — an OnAgentOffline handing back conversations to
+//     requeue is not lost — and returns when they are delivered or ctx is
+//     done (then the rest are dropped and it returns ctx.Err() once the
+//     running callback has returned). Afterwards no goroutine of the
+//     component runs and no callback fires. Idempotent.
+//   - Close() is Shutdown with a context that is already done: queued
+//     callbacks are dropped. Idempotent; returns nil.
+//   - Ready() is nil while the component serves, else an error wrapping
+//     ErrAssignerClosed or ErrRingClosed.
+//
+// Reads (Agent, Agents, Conversation, Stats, Lookup…) keep answering after
+// Shutdown. Shutdown and Close wait for a running callback, so they must
+// not be called from a callback or under a lock a callback takes.
 //
 // # Matching a waiting queue
 //
@@ -103,17 +150,25 @@
 //
 // # Glossary
 //
+// The same words mean the same in router, queue and session:
+//
 //   - assign: give a conversation to an agent at once, taking one of its
-//     slots (Assign, AssignManual, Transfer, Accept).
-//   - offer: reserve one of an agent's slots for a conversation until the
-//     agent accepts, declines or the offer expires (Offer).
+//     slots (Assign, AssignManual; Accept turns an offer into an
+//     assignment). session's Assign event.
+//   - offer: propose a conversation to an agent, reserving one of its slots,
+//     until the agent accepts, declines or the offer expires (Offer, Accept,
+//     Decline). session's Offer, Accept, Decline and Expire events.
+//   - transfer: move an assigned conversation to another agent at once
+//     (Transfer). session's Transfer event; session's OfferTransfer is the
+//     variant the new agent must accept first.
 //   - claim: take a slot atomically — what Assign and Offer do after picking
 //     the agent, under the Assigner's lock. Only a claim guarantees the slot;
 //     CanServe does not claim.
 //   - class: Request.Class, the agents a request can go to before optional
 //     skills and exclusions.
 //
-// Errors: ErrNoAgent (possibly as *NoAgentError{RelaxAt}), ErrAtCapacity,
+// Errors: ErrNoAgent (no eligible agent is free; possibly as
+// *NoAgentError{RelaxAt}; not session.ErrTransferTarget), ErrAtCapacity,
 // ErrUnknownAgent, ErrAgentOffline, ErrInvalidAgent, ErrInvalidRequest,
 // ErrAlreadyAssigned, ErrNotAssigned, ErrOfferExpired, ErrUnknownOffer,
 // ErrAssignerClosed; NewAssigner returns an error wrapping ErrInvalidConfig
@@ -134,4 +189,48 @@
 // time.AfterFunc for offer expiry and offline grace), so its tests run under
 // testing/synctest, whose fake clock drives the timers; there is no Clock to
 // inject.
+//
+// # Two halves, one package
+//
+// The ring and the assigner are independent subsystems: neither type
+// refers to the other and they share only the package's error prefix and
+// metric subsystem. Splitting them into two packages (router/ring and
+// router/assign, say) was considered and rejected for now: every host and
+// the reference server import router for both (a node's ring and its
+// agents), so the split would break every import and every qualified name
+// (router.Node, router.Agent…) for no change in behaviour, dependency
+// footprint or binary size; and one "router" matches the whitepaper's
+// vocabulary that the documentation uses. The cost of keeping them
+// together is a long identifier list, which this map sorts. A future split
+// can follow it line by line, with type aliases for one release.
+//
+// Ring (key → node placement):
+//
+//   - Ring, NewRing, RingConfig, Node, RingChange, NodeShare, NodeLoad,
+//     Membership; methods Lookup, LookupBytes, LookupN, AppendLookupN,
+//     Nodes, Member, Len, Version, Add, Remove, SetWeight, SetMembers,
+//     Follow, Acquire, Loads, Shutdown, Close, Ready.
+//   - DefaultVirtualNodes, DefaultLoadFactor, MaxNodes, MaxPointsPerNode.
+//   - ErrInvalidNode, ErrNodeExists, ErrUnknownNode, ErrEmptyRing,
+//     ErrRingClosed.
+//   - Files: ring.go, ring_table.go, bounded.go, membership.go,
+//     ring_metrics.go.
+//
+// Assigner (conversation → agent):
+//
+//   - Assigner, NewAssigner, AssignerConfig, AssignerStats, Request,
+//     ConversationInfo, Agent, AgentInfo, AgentLoad, Presence (Offline,
+//     Online, Busy, Away), Offer, ExpiredOffer, OfferEndReason,
+//     CapacityEvent, CapacityReason, AgentOffline, NoAgentError.
+//   - Strategy, Preferrer, LeastLoaded, RoundRobin, LoadRotation, Sticky,
+//     StickyConfig, DefaultStickyMaxCustomers.
+//   - DefaultOfferTimeout, DefaultOptionalSkillWait, DefaultMaxSkillViews.
+//   - ErrNoAgent, ErrAtCapacity, ErrUnknownAgent, ErrAgentOffline,
+//     ErrInvalidAgent, ErrInvalidRequest, ErrAlreadyAssigned,
+//     ErrNotAssigned, ErrOfferExpired, ErrUnknownOffer, ErrAssignerClosed.
+//   - Files: assign.go, assign_index.go, assign_metrics.go, agent.go,
+//     offer.go, strategy.go.
+//
+// Shared: ErrInvalidConfig (wrapped by NewRing and NewAssigner) and
+// notify.go, the owned callback goroutine both use.
 package router

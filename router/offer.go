@@ -114,7 +114,7 @@ func (a *Assigner) Offer(req Request) (Offer, error) {
 	a.offers[o.id] = o
 	g.offers = append(g.offers, o)
 	c := a.convs[req.ConversationID]
-	c.offer = o
+	c.offer, c.req = o, &o.req
 	a.convs[req.ConversationID] = c
 	o.timer = time.AfterFunc(a.timeout, func() { a.offerFire(o) })
 	out := o.public()
@@ -164,7 +164,7 @@ func (a *Assigner) acceptLocked(o *assignOffer, kind assignKind) {
 	g.load.ConsecutiveMisses = 0
 	g.convs[o.req.ConversationID] = struct{}{}
 	a.active++
-	a.convs[o.req.ConversationID] = assignConv{agent: g, customer: o.req.CustomerID}
+	a.convs[o.req.ConversationID] = assignConv{agent: g, req: &o.req}
 	if a.pref != nil && o.req.CustomerID != "" {
 		a.pref.Assigned(o.req.CustomerID, g.load.ID)
 	}
@@ -195,11 +195,11 @@ func (a *Assigner) Decline(offerID string) (Request, error) {
 	a.m.account(pre, agentSnapOf(g))
 	a.gained(g, before, CapacityOfferEnded, &ev)
 	retry := o.retry()
+	a.postLocked(&ev)
 	a.mu.Unlock()
 	if a.m != nil {
 		a.m.offersDeclined.Inc()
 	}
-	a.emit(&ev)
 	return retry, nil
 }
 
@@ -246,11 +246,9 @@ func (a *Assigner) offerFire(o *assignOffer) {
 	a.m.account(pre, agentSnapOf(g))
 	ev.offers = append(ev.offers, ExpiredOffer{Offer: o.public(), Reason: OfferTimedOut, Retry: o.retry()})
 	a.gained(g, before, CapacityOfferEnded, &ev)
-	a.inflight++
+	a.postLocked(&ev)
 	a.mu.Unlock()
 	if a.m != nil {
 		a.m.offersExpired.Inc()
 	}
-	a.emit(&ev)
-	a.timerExit()
 }

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -137,7 +138,7 @@ func TestOfferReleaseAndManualCancel(t *testing.T) {
 			other = "b"
 		}
 		f.rec.takeCapacity()
-		require.NoError(t, f.AssignManual("c2", other, false), "a supervisor overrides the offer")
+		require.NoError(t, f.AssignManual(Request{ConversationID: "c2"}, other, false), "a supervisor overrides the offer")
 		assert.Equal(t, []CapacityEvent{{AgentID: o.AgentID, Free: 2, Reason: CapacityOfferEnded}}, f.rec.takeCapacity())
 		assert.Empty(t, f.rec.takeExpired(), "the host made the change: no expiry callback")
 		assert.ErrorIs(t, f.Accept(o.ID), ErrOfferExpired)
@@ -146,7 +147,7 @@ func TestOfferReleaseAndManualCancel(t *testing.T) {
 
 		o, err = f.Offer(Request{ConversationID: "c3"})
 		require.NoError(t, err)
-		require.NoError(t, f.AssignManual("c3", o.AgentID, false), "assigning to the offered agent accepts")
+		require.NoError(t, f.AssignManual(Request{ConversationID: "c3"}, o.AgentID, false), "assigning to the offered agent accepts")
 		assert.Equal(t, 0, f.info(t, o.AgentID).Reserved)
 		assert.Contains(t, f.info(t, o.AgentID).Conversations, "c3")
 		f.clock.Advance(time.Hour)
@@ -218,7 +219,7 @@ func TestOfferAcceptRacesExpiry(t *testing.T) {
 			require.Eventually(t, func() bool { _, ok := a.Conversation("c"); return !ok }, 5*time.Second, time.Millisecond)
 		}
 	}
-	require.NoError(t, a.Close())
+	require.NoError(t, a.Shutdown(context.Background()), "delivers every expiry already queued (Close would drop them)")
 	inf, _ := a.Agent("a")
 	assert.Zero(t, inf.Reserved)
 	assert.Zero(t, inf.Active)

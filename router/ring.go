@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -50,7 +51,8 @@ var (
 	ErrUnknownNode = errors.New("router: unknown node")
 	// ErrEmptyRing is returned by Acquire when the ring has no nodes.
 	ErrEmptyRing = errors.New("router: ring is empty")
-	// ErrRingClosed is returned by mutations after Close.
+	// ErrRingClosed is returned by mutations once Shutdown or Close has
+	// begun, and wrapped by Ready.
 	ErrRingClosed = errors.New("router: ring closed")
 )
 
@@ -90,13 +92,13 @@ type RingConfig struct {
 	Observer *observe.Observer
 	// OnChange, when set, is called after every membership change that
 	// altered the ring, with the nodes that joined, left or changed and the
-	// share of the key space each node gained or lost. Calls happen one at
-	// a time, in Version order, never under an internal lock (the callback
-	// may call the Ring, including its mutators). A call runs on the
-	// goroutine that made the change unless another change is being
-	// delivered at that moment, in which case the delivering goroutine runs
-	// it after the earlier one; so a mutator may return before its own
-	// change has been delivered.
+	// share of the key space each node gained or lost. Calls run on a
+	// goroutine the Ring owns (started while changes are pending), one at a
+	// time, in Version order: never on the goroutine of a caller inside a
+	// Ring method and never under an internal lock, so the host may hold
+	// its own lock around a mutator and take it again in the callback, and
+	// the callback may call the Ring, mutators included. A mutator returns
+	// before its change is delivered. A panic in OnChange is not recovered.
 	OnChange func(RingChange)
 }
 
@@ -125,10 +127,10 @@ type Ring struct {
 	onChange   func(RingChange)
 	metrics    *ringMetrics // nil without an Observer
 
-	mu         sync.Mutex // serialises mutations and guards the fields below
-	closed     bool
-	pending    []RingChange
-	delivering bool
+	notes *notifier[RingChange] // nil without OnChange
+
+	mu     sync.Mutex // serialises mutations and guards closed
+	closed bool
 
 	bounded ringBounded
 }
@@ -163,13 +165,17 @@ var ringEmpty = &ringSnapshot{index: []uint32{0, 0}, shift: 64}
 
 // NewRing returns a Ring holding cfg.Nodes. It returns an error wrapping
 // ErrInvalidConfig naming the bad field; for a bad initial node the error
-// names Nodes and wraps ErrInvalidNode too. A Ring starts no goroutines.
+// names Nodes and wraps ErrInvalidNode too. A Ring starts no goroutine
+// of its own; OnChange runs on one only while changes are pending.
 func NewRing(cfg RingConfig) (*Ring, error) {
 	r := &Ring{
 		vnodes:     cfg.VirtualNodes,
 		loadFactor: cfg.LoadFactor,
 		name:       cfg.Name,
 		onChange:   cfg.OnChange,
+	}
+	if r.onChange != nil {
+		r.notes = newNotifier(r.onChange)
 	}
 	switch {
 	case cfg.VirtualNodes < 0:
@@ -305,7 +311,7 @@ func (r *Ring) Version() uint64 { return r.snap.Load().version }
 
 // Add inserts a node. Keys move only to the new node. It returns
 // ErrNodeExists if the ID is taken, an error wrapping ErrInvalidNode for a
-// bad node, and ErrRingClosed after Close.
+// bad node, and ErrRingClosed after Shutdown or Close.
 func (r *Ring) Add(n Node) error {
 	if err := r.validate(&n); err != nil {
 		return err
@@ -324,7 +330,7 @@ func (r *Ring) Add(n Node) error {
 
 // Remove deletes the node with the given ID. Only that node's keys move,
 // each to the next node clockwise (LookupN's second node). It returns
-// ErrUnknownNode if the ID is absent and ErrRingClosed after Close.
+// ErrUnknownNode if the ID is absent and ErrRingClosed after Shutdown or Close.
 func (r *Ring) Remove(id string) error {
 	return r.mutate("remove", func(cur []Node) ([]Node, error) {
 		i, found := slices.BinarySearchFunc(cur, id, ringCompareID)
@@ -339,7 +345,7 @@ func (r *Ring) Remove(id string) error {
 // only to that node, lowering it moves keys only away from it: virtual node
 // i of a node sits at the same place whatever the weight. It returns
 // ErrUnknownNode if the ID is absent, an error wrapping ErrInvalidNode for
-// a bad weight, and ErrRingClosed after Close.
+// a bad weight, and ErrRingClosed after Shutdown or Close.
 func (r *Ring) SetWeight(id string, weight int) error {
 	probe := Node{ID: id, Weight: weight}
 	if err := r.validate(&probe); err != nil {
@@ -373,17 +379,46 @@ func (r *Ring) SetMembers(nodes []Node) error {
 	return r.mutate("members", func([]Node) ([]Node, error) { return next, nil })
 }
 
-// Close stops the ring's metrics (folding its lookup count into the
-// Observer's totals) and makes later mutations return ErrRingClosed. Lookups
-// keep answering from the last snapshot. Close is idempotent and returns nil.
+// Shutdown stops the ring gracefully: from its start mutations return
+// ErrRingClosed and Ready reports it; it then waits until the changes made
+// before it have been delivered to OnChange, or until ctx is done, in which
+// case the undelivered ones are dropped and it returns ctx.Err() once the
+// call in progress (if any) has returned. It stops the ring's metrics
+// (folding its lookup count into the Observer's totals). Lookups keep
+// answering from the last snapshot. When it returns no goroutine of the
+// Ring runs and OnChange is not called again. Shutdown is idempotent; it
+// must not be called from OnChange, nor while holding a lock OnChange takes.
+func (r *Ring) Shutdown(ctx context.Context) error {
+	r.mu.Lock()
+	if !r.closed {
+		r.closed = true
+		r.metrics.close()
+	}
+	r.mu.Unlock()
+	if r.notes == nil {
+		return nil
+	}
+	return r.notes.stop(ctx)
+}
+
+// Close is Shutdown without the grace: changes not yet delivered to
+// OnChange are dropped; it returns once the call in progress (if any) has
+// returned. It is idempotent and returns nil.
 func (r *Ring) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = r.Shutdown(ctx) // only reports dropped changes, as Close documents
+	return nil
+}
+
+// Ready returns nil while the ring accepts membership changes, and an
+// error wrapping ErrRingClosed once Shutdown or Close has begun.
+func (r *Ring) Ready() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
-		return nil
+		return fmt.Errorf("%w: shut down", ErrRingClosed)
 	}
-	r.closed = true
-	r.metrics.close()
 	return nil
 }
 
@@ -456,40 +491,18 @@ func (r *Ring) mutate(op string, f func(cur []Node) ([]Node, error)) error {
 	if r.onChange != nil || r.metrics != nil {
 		ch := ringDiff(cur, next)
 		r.metrics.moved(ch)
-		if r.onChange != nil {
-			r.pending = append(r.pending, ch)
+		if r.notes != nil {
+			r.notes.post(ch) // under r.mu: delivered in Version order
 		}
 	}
 	r.mu.Unlock()
-	r.deliver()
 	return nil
 }
 
-// deliver runs OnChange for pending changes, one at a time, in order, without
-// holding r.mu while the callback runs.
-func (r *Ring) deliver() {
-	if r.onChange == nil {
-		return
-	}
-	for {
-		r.mu.Lock()
-		if r.delivering || len(r.pending) == 0 {
-			r.mu.Unlock()
-			return
-		}
-		r.delivering = true
-		ch := r.pending[0]
-		r.pending[0] = RingChange{}
-		r.pending = r.pending[1:]
-		r.mu.Unlock()
-		func() {
-			defer func() {
-				r.mu.Lock()
-				r.delivering = false
-				r.mu.Unlock()
-			}()
-			r.onChange(ch)
-		}()
+// flush waits until every change made so far has been delivered.
+func (r *Ring) flush() {
+	if r.notes != nil {
+		r.notes.flush()
 	}
 }
 

@@ -1,6 +1,7 @@
 package router_test
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/switchboard-go/switchboard/router"
@@ -57,10 +58,13 @@ func ExampleRing_SetMembers() {
 	if err != nil {
 		panic(err)
 	}
-	defer ring.Close()
 
 	// gw-c joined: keys move only to it.
 	if err := ring.SetMembers([]router.Node{{ID: "gw-a"}, {ID: "gw-b"}, {ID: "gw-c"}}); err != nil {
+		panic(err)
+	}
+	// OnChange runs on the ring's goroutine; Shutdown waits for it.
+	if err := ring.Shutdown(context.Background()); err != nil {
 		panic(err)
 	}
 	// Output:

@@ -46,8 +46,8 @@ func TestLeastLoaded(t *testing.T) {
 
 		// Ties go to the agent waiting longest, also across manual assignments.
 		f3 := newAssignFixture(t, AssignerConfig{Strategy: LeastLoaded()}, online("a", 5), online("b", 5))
-		require.NoError(t, f3.AssignManual("m1", "b", false))
-		require.NoError(t, f3.AssignManual("m2", "a", false))
+		require.NoError(t, f3.AssignManual(Request{ConversationID: "m1"}, "b", false))
+		require.NoError(t, f3.AssignManual(Request{ConversationID: "m2"}, "a", false))
 		require.NoError(t, f3.Release("m1"))
 		require.NoError(t, f3.Release("m2"))
 		assert.Equal(t, []string{"b", "a"}, assignSeq(t, f3, "q", 2), "b's last assignment is older")
@@ -66,7 +66,7 @@ func TestRoundRobin(t *testing.T) {
 		require.NoError(t, f.UpsertAgent(online("d", 10)))
 		assert.Equal(t, []string{"a", "b", "c", "d"}, assignSeq(t, f, "z", 4))
 		// Manual assignments do not move the rotation.
-		require.NoError(t, f.AssignManual("m", "a", false))
+		require.NoError(t, f.AssignManual(Request{ConversationID: "m"}, "a", false))
 		assert.Equal(t, []string{"a", "b"}, assignSeq(t, f, "w", 2))
 		// An agent skipped while busy keeps its (now oldest) turn.
 		require.NoError(t, f.SetPresence("a", Busy))
@@ -81,7 +81,7 @@ func TestLoadRotation(t *testing.T) {
 		f := newAssignFixture(t, AssignerConfig{Strategy: LoadRotation()}, online("a", 10), online("b", 10), online("c", 10))
 		assert.Equal(t, []string{"a", "b", "c", "a"}, assignSeq(t, f, "x", 4))
 		// Any assignment counts: a manual one to b makes c the oldest, then a.
-		require.NoError(t, f.AssignManual("m", "b", false))
+		require.NoError(t, f.AssignManual(Request{ConversationID: "m"}, "b", false))
 		assert.Equal(t, []string{"c", "a", "b"}, assignSeq(t, f, "y", 3))
 		// A newcomer was never assigned: it goes first.
 		require.NoError(t, f.UpsertAgent(online("d", 10)))
@@ -115,8 +115,8 @@ func TestStickyPrefersLastAgent(t *testing.T) {
 		want  string
 	}{
 		{"at capacity", func(f *assignFixture) {
-			require.NoError(t, f.AssignManual("fill", "a", true))
-			require.NoError(t, f.AssignManual("fill2", "a", true))
+			require.NoError(t, f.AssignManual(Request{ConversationID: "fill"}, "a", true))
+			require.NoError(t, f.AssignManual(Request{ConversationID: "fill2"}, "a", true))
 		},
 			Request{RequiredSkills: en}, "b"},
 		{"busy", func(f *assignFixture) { require.NoError(t, f.SetPresence("a", Busy)) }, Request{RequiredSkills: en}, "b"},
@@ -130,7 +130,7 @@ func TestStickyPrefersLastAgent(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newAssignFixture(t, AssignerConfig{Strategy: Sticky(StickyConfig{Fallback: LeastLoaded()})},
 				online("a", 2, "en"), online("b", 2, "en"), online("c", 2, "de"))
-			require.NoError(t, f.AssignManual("warm", "b", false)) // so alice's first conversation goes to a
+			require.NoError(t, f.AssignManual(Request{ConversationID: "warm"}, "b", false)) // so alice's first conversation goes to a
 			_, err := f.Assign(Request{ConversationID: "first", CustomerID: "alice"})
 			require.NoError(t, err)
 			require.NoError(t, f.Release("first"))

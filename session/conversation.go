@@ -18,9 +18,14 @@ var (
 	// ErrNotOfferee is wrapped in the *TransitionError returned when an agent
 	// accepts a conversation offered to another agent.
 	ErrNotOfferee = errors.New("session: conversation is offered to another agent")
-	// ErrNoAgent is wrapped in the *TransitionError returned when a Transfer
-	// names no agent, or the agent that already holds the conversation.
-	ErrNoAgent = errors.New("session: transfer needs another agent")
+	// ErrTransferTarget is wrapped in the *TransitionError returned when a
+	// Transfer or OfferTransfer names no agent, or the agent that already
+	// holds the conversation: a transfer needs another agent. (It was
+	// ErrNoAgent, which router uses for "no eligible agent is free".)
+	ErrTransferTarget = errors.New("session: transfer needs another agent")
+	// ErrAssignTarget is wrapped in the *TransitionError returned when an
+	// Assign names no agent.
+	ErrAssignTarget = errors.New("session: assign needs an agent")
 )
 
 // TransitionError reports an event that is not legal in the conversation's
@@ -55,7 +60,7 @@ type AuditEntry struct {
 	Event   Event
 	From    State
 	To      State
-	Agent   string // the agent offered or transferred to, if any
+	Agent   string // the agent offered, assigned or transferred to, or who missed an offer
 	Version uint64 // the conversation's Version after this transition
 }
 
@@ -67,8 +72,9 @@ type Change struct {
 	Reason string    // why, for the audit trail
 	At     time.Time // when; zero means time.Now()
 	// Agent is the agent a conversation is offered to (Offer, optional:
-	// empty offers it to whoever accepts first) or transferred to
-	// (Transfer, required).
+	// empty offers it to whoever accepts first; OfferTransfer, required),
+	// assigned to (Assign, required) or transferred to (Transfer,
+	// required).
 	Agent string
 	// Until is when a Snooze ends (zero: until a customer reply or Wake).
 	Until time.Time
@@ -159,9 +165,13 @@ func (c *Conversation) ApplyChange(ch Change) error {
 		if c.OfferedTo != "" && ch.Actor != c.OfferedTo {
 			return &TransitionError{From: c.State, Event: ch.Event, Err: ErrNotOfferee}
 		}
-	case Transfer:
+	case Transfer, OfferTransfer:
 		if ch.Agent == "" || ch.Agent == c.Assignee {
-			return &TransitionError{From: c.State, Event: ch.Event, Err: ErrNoAgent}
+			return &TransitionError{From: c.State, Event: ch.Event, Err: ErrTransferTarget}
+		}
+	case Assign:
+		if ch.Agent == "" {
+			return &TransitionError{From: c.State, Event: ch.Event, Err: ErrAssignTarget}
 		}
 	}
 	at := ch.At
@@ -171,11 +181,14 @@ func (c *Conversation) ApplyChange(ch Change) error {
 	from := c.State
 	agent := ""
 	switch ch.Event {
-	case Offer, Transfer:
+	case Offer, OfferTransfer:
 		c.OfferedTo, c.OfferedAt = ch.Agent, at
 		agent = ch.Agent
 	case Accept:
 		c.Assignee, c.OfferedTo, c.OfferedAt, c.Missed = ch.Actor, "", time.Time{}, nil
+	case Assign, Transfer:
+		c.Assignee, c.OfferedTo, c.OfferedAt, c.Missed = ch.Agent, "", time.Time{}, nil
+		agent = ch.Agent
 	case Decline, Expire:
 		missed := c.OfferedTo
 		if missed == "" {

@@ -15,7 +15,7 @@ var t0 = time.Date(2025, 3, 4, 9, 0, 0, 0, time.UTC)
 
 var allStates = []State{Queued, Offered, Active, Pending, Snoozed, Resolved, Closed}
 var allEvents = []Event{Offer, Accept, Decline, Expire, CustomerReply, AgentReply, WaitOnCustomer,
-	Snooze, Wake, Transfer, Requeue, Resolve, Reopen, Close}
+	Snooze, Wake, OfferTransfer, Requeue, Resolve, Reopen, Close, Assign, Transfer}
 
 // legal is the expected lifecycle written out independently of the table in
 // transitions.go: for each state and event, the target when the conversation
@@ -24,22 +24,23 @@ type targets struct{ assigned, unassigned State }
 
 var legal = map[State]map[Event]targets{
 	Queued: {
-		Offer: {Offered, Offered}, CustomerReply: {Queued, Queued},
+		Offer: {Offered, Offered}, Assign: {Active, Active}, CustomerReply: {Queued, Queued},
 		Resolve: {Resolved, Resolved}, Close: {Closed, Closed},
 	},
 	Offered: {
-		Accept: {Active, Active}, Decline: {Active, Queued}, Expire: {Active, Queued},
+		Accept: {Active, Active}, Assign: {Active, Active}, Decline: {Active, Queued}, Expire: {Active, Queued},
 		CustomerReply: {Offered, Offered}, Requeue: {Queued, Queued},
 		Resolve: {Resolved, Resolved}, Close: {Closed, Closed},
 	},
 	Active: {
 		CustomerReply: {Active, Active}, AgentReply: {Active, Active}, WaitOnCustomer: {Pending, Pending},
-		Snooze: {Snoozed, Snoozed}, Transfer: {Offered, Offered}, Requeue: {Queued, Queued},
+		Snooze: {Snoozed, Snoozed}, Transfer: {Active, Active}, OfferTransfer: {Offered, Offered}, Requeue: {Queued, Queued},
 		Resolve: {Resolved, Resolved}, Close: {Closed, Closed},
 	},
 	Pending: {
 		CustomerReply: {Active, Active}, AgentReply: {Pending, Pending}, Snooze: {Snoozed, Snoozed},
-		Transfer: {Offered, Offered}, Requeue: {Queued, Queued}, Resolve: {Resolved, Resolved}, Close: {Closed, Closed},
+		Transfer: {Active, Active}, OfferTransfer: {Offered, Offered}, Requeue: {Queued, Queued},
+		Resolve: {Resolved, Resolved}, Close: {Closed, Closed},
 	},
 	Snoozed: {
 		Wake: {Active, Queued}, CustomerReply: {Active, Queued}, Requeue: {Queued, Queued},
@@ -85,7 +86,7 @@ func TestEveryTransition(t *testing.T) {
 					}
 					require.NoError(t, err)
 					wantTo := want.unassigned
-					if assigned || ev == Accept {
+					if assigned || ev == Accept || ev == Assign || ev == Transfer {
 						wantTo = want.assigned
 					}
 					assert.Equal(t, wantTo, c.State)
@@ -148,17 +149,17 @@ func TestOfferAcceptDecline(t *testing.T) {
 	assert.Len(t, c.History, 6)
 }
 
-func TestTransferKeepsHistoryAndAssignee(t *testing.T) {
+func TestOfferTransferKeepsHistoryAndAssignee(t *testing.T) {
 	c := NewConversation("c1", t0)
 	require.NoError(t, c.ApplyChange(Change{Event: Offer, Agent: "alice", Actor: "router"}))
 	require.NoError(t, c.Apply(Accept, "alice", "", time.Time{}))
 
-	err := c.ApplyChange(Change{Event: Transfer, Actor: "alice"})
-	require.ErrorIs(t, err, ErrNoAgent)
-	err = c.ApplyChange(Change{Event: Transfer, Actor: "alice", Agent: "alice"})
-	require.ErrorIs(t, err, ErrNoAgent)
+	err := c.ApplyChange(Change{Event: OfferTransfer, Actor: "alice"})
+	require.ErrorIs(t, err, ErrTransferTarget)
+	err = c.ApplyChange(Change{Event: OfferTransfer, Actor: "alice", Agent: "alice"})
+	require.ErrorIs(t, err, ErrTransferTarget)
 
-	require.NoError(t, c.ApplyChange(Change{Event: Transfer, Actor: "alice", Agent: "bob", Reason: "billing question"}))
+	require.NoError(t, c.ApplyChange(Change{Event: OfferTransfer, Actor: "alice", Agent: "bob", Reason: "billing question"}))
 	assert.Equal(t, Offered, c.State)
 	assert.Equal(t, "alice", c.Assignee, "alice keeps it until bob accepts")
 	assert.Equal(t, "bob", c.OfferedTo)
@@ -167,16 +168,61 @@ func TestTransferKeepsHistoryAndAssignee(t *testing.T) {
 	assert.Equal(t, Active, c.State, "a declined transfer returns to the assignee")
 	assert.Equal(t, "alice", c.Assignee)
 
-	require.NoError(t, c.ApplyChange(Change{Event: Transfer, Actor: "alice", Agent: "carol"}))
+	require.NoError(t, c.ApplyChange(Change{Event: OfferTransfer, Actor: "alice", Agent: "carol"}))
 	require.NoError(t, c.Apply(Accept, "carol", "", time.Time{}))
 	assert.Equal(t, "carol", c.Assignee)
 	events := make([]Event, len(c.History))
 	for i, h := range c.History {
 		events[i] = h.Event
 	}
-	assert.Equal(t, []Event{Offer, Accept, Transfer, Decline, Transfer, Accept}, events)
+	assert.Equal(t, []Event{Offer, Accept, OfferTransfer, Decline, OfferTransfer, Accept}, events)
 	assert.Equal(t, "carol", c.History[4].Agent)
 	assert.Equal(t, "billing question", c.History[2].Reason)
+}
+
+// TestAssignAndTransferAreImmediate: Assign gives a queued or offered
+// conversation to an agent with no offer to accept; Transfer moves a held
+// one to another agent at once.
+func TestAssignAndTransferAreImmediate(t *testing.T) {
+	c := NewConversation("c1", t0)
+	err := c.ApplyChange(Change{Event: Assign, Actor: "router"})
+	require.ErrorIs(t, err, ErrAssignTarget)
+	var te *TransitionError
+	require.ErrorAs(t, err, &te)
+	assert.Equal(t, Assign, te.Event)
+
+	require.NoError(t, c.ApplyChange(Change{Event: Assign, Actor: "router", Agent: "alice", At: t0.Add(time.Second)}))
+	assert.Equal(t, Active, c.State)
+	assert.Equal(t, "alice", c.Assignee)
+	assert.Equal(t, "alice", c.History[0].Agent)
+
+	for _, bad := range []string{"", "alice"} {
+		err = c.ApplyChange(Change{Event: Transfer, Actor: "alice", Agent: bad})
+		require.ErrorIs(t, err, ErrTransferTarget, "transfer to %q", bad)
+	}
+	require.NoError(t, c.Apply(WaitOnCustomer, "alice", "", time.Time{}))
+	require.NoError(t, c.ApplyChange(Change{Event: Transfer, Actor: "sup", Agent: "bob", Reason: "escalation"}))
+	assert.Equal(t, Active, c.State, "a pending conversation transferred is the new agent's to act on")
+	assert.Equal(t, "bob", c.Assignee)
+	assert.Empty(t, c.OfferedTo)
+
+	// Assign withdraws a pending offer and clears the misses.
+	d := NewConversation("c2", t0)
+	require.NoError(t, d.ApplyChange(Change{Event: Offer, Actor: "router", Agent: "alice"}))
+	require.NoError(t, d.Apply(Expire, "router", "", time.Time{}))
+	require.NoError(t, d.ApplyChange(Change{Event: Offer, Actor: "router", Agent: "bob"}))
+	require.NoError(t, d.ApplyChange(Change{Event: Assign, Actor: "supervisor", Agent: "carol"}))
+	assert.Equal(t, Active, d.State)
+	assert.Equal(t, "carol", d.Assignee)
+	assert.Empty(t, d.OfferedTo)
+	assert.True(t, d.OfferedAt.IsZero())
+	assert.Empty(t, d.Missed)
+
+	// Event values are persisted: the old Transfer keeps its number.
+	assert.Equal(t, Event(10), OfferTransfer)
+	assert.Equal(t, "offer_transfer", OfferTransfer.String())
+	assert.Equal(t, "assign", Assign.String())
+	assert.Equal(t, "transfer", Transfer.String())
 }
 
 func TestSnoozeAndWake(t *testing.T) {

@@ -1,6 +1,7 @@
 package session_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -9,7 +10,8 @@ import (
 )
 
 // A bounded store of connection state: evicting an entry is where the
-// connection would be closed.
+// connection would be closed. OnEvict runs on the store's own goroutine, in
+// the order of the evictions; Shutdown delivers those still queued.
 func ExampleStore() {
 	s, err := session.New(session.Config[string, int]{
 		Shards:   1, // one shard so the LRU order below is global
@@ -31,6 +33,9 @@ func ExampleStore() {
 	s.Set("carol", 3) // full: bob, the least recently used, is evicted
 	s.Set("alice", 4) // a reconnect replaces alice's old connection
 	s.Delete("carol")
+	if err := s.Shutdown(context.Background()); err != nil {
+		panic(err)
+	}
 	fmt.Println("entries:", s.Len())
 	// Output:
 	// close conn 2 of bob (capacity)

@@ -215,8 +215,8 @@ func (sh *shard[K, V]) insert(h uint64, k K, v V, expires, ttl int64) (out evict
 	return out
 }
 
-// evicted carries one entry that left the store from under the shard lock to
-// the OnEvict call made after unlocking.
+// evicted describes one entry that left a shard (or, from Range, a live
+// one), for the OnEvict queue.
 type evicted[K comparable, V any] struct {
 	key     K
 	value   V

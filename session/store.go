@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -8,6 +9,7 @@ import (
 	"math/bits"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchboard-go/switchboard/observe"
@@ -52,8 +54,12 @@ const (
 	maxShards              = 1 << 16
 )
 
-// ErrInvalidConfig is wrapped by New's errors; the message names the field.
-var ErrInvalidConfig = errors.New("session: invalid config")
+var (
+	// ErrInvalidConfig is wrapped by New's errors; the message names the field.
+	ErrInvalidConfig = errors.New("session: invalid config")
+	// ErrClosed is wrapped by Store.Ready once Shutdown or Close has begun.
+	ErrClosed = errors.New("session: store closed")
+)
 
 // Config configures a Store. Every zero value means the documented default.
 type Config[K comparable, V any] struct {
@@ -84,14 +90,40 @@ type Config[K comparable, V any] struct {
 	// Default DefaultJanitorBatch.
 	JanitorBatch int
 	// OnEvict, if set, is called once for every entry that leaves the store
-	// and for every value Set replaces, with the reason. It runs on the
-	// goroutine that caused the removal (or the janitor), after the shard
-	// lock is released, so it may call back into the store (except Close,
-	// which waits for the janitor) or block — though blocking delays that
-	// caller.
+	// and for every value Set replaces, with the reason. Like the callbacks
+	// of router and queue it runs on a goroutine the store owns (started by
+	// New, ended by Shutdown or Close), one call at a time, in the order the
+	// removals happened — per key, and per store since each eviction is
+	// queued under the lock of the shard it left. It never runs on the
+	// goroutine of a caller that is inside the store, nor under a lock of
+	// the store: a host may hold its own mutex around Set or Delete and take
+	// the same mutex in OnEvict, and OnEvict may call the store (except
+	// Shutdown and Close, which wait for it). It sees the removal a little
+	// later: the key may have been set again meanwhile. A panic in OnEvict is
+	// not recovered. Evictions after Shutdown or Close are not reported.
+	// Default nil: no goroutine, no queue, nothing on the hot paths.
 	OnEvict func(key K, value V, reason Reason)
-	// Clock supplies time for TTLs and the janitor. Default SystemClock.
-	Clock Clock
+	// OnEvictBacklog bounds the evictions that calls into the store may
+	// leave waiting for OnEvict. Default 0: no bound for calls — Set,
+	// Update, Delete, Get and Touch never wait for OnEvict, so a host may
+	// hold a lock around them that OnEvict takes — and the backlog (one key
+	// and value per eviction, in a ring the store reuses) grows while the
+	// host's calls evict faster than OnEvict returns.
+	//
+	// A positive bound adds back-pressure: once more than OnEvictBacklog
+	// evictions are undelivered, the call that evicted waits before
+	// returning, holding no lock of the store, until its evictions are
+	// within OnEvictBacklog of delivery. The backlog can exceed the bound by
+	// the evictions of the calls in progress, each of which then waits.
+	// Calls made from inside OnEvict never wait (they would wait for
+	// themselves). With a bound, a host must not call the store while
+	// holding a lock that OnEvict takes: a caller waiting with the lock
+	// held and OnEvict waiting for the lock would wait for each other.
+	//
+	// The janitor waits in either case, before sweeping the next shard,
+	// while more than OnEvictBacklog (when 0: JanitorBatch) evictions are
+	// undelivered, so that expiry alone never builds a backlog.
+	OnEvictBacklog int
 	// Observer receives metrics (see the package doc). Default nil: off,
 	// at no cost on the hot paths.
 	Observer *observe.Observer
@@ -103,35 +135,38 @@ type Config[K comparable, V any] struct {
 // Store is a sharded, bounded map with LRU eviction and per-entry TTL. All
 // methods are safe for concurrent use. Get is allocation free; Set, Update,
 // Delete and Touch do not allocate in steady state (a shard's slab and index
-// grow until the shard is full, then slots are reused).
+// grow until the shard is full, then slots are reused), nor does queueing
+// their evictions for Config.OnEvict. They wait for OnEvict only when
+// Config.OnEvictBacklog sets a bound, and never while holding a lock of
+// the store.
 //
 // Values are returned by copy: when V is a pointer, the store does not
 // protect what it points to, so treat stored pointees as immutable and
 // replace them through Update (copy on write), as Transition does for
 // conversations.
 type Store[K comparable, V any] struct {
-	shards   []shard[K, V]
-	shift    uint // 64 - log2(shards): h>>shift is the shard index
-	kind     hashKind
-	seed     maphash.Seed
-	iseed    uint64
-	ttl      int64
-	sliding  bool
-	onEvict  func(K, V, Reason)
-	clock    Clock
-	sysClock bool
-	epoch    time.Time
-	batch    int
-	metrics  *storeMetrics
+	shards  []shard[K, V]
+	shift   uint // 64 - log2(shards): h>>shift is the shard index
+	kind    hashKind
+	seed    maphash.Seed
+	iseed   uint64
+	ttl     int64
+	sliding bool
+	notes   *evictQueue[K, V] // nil without OnEvict
+	epoch   time.Time
+	batch   int
+	metrics *storeMetrics
 
 	closeOnce sync.Once
+	closed    atomic.Bool
 	stop      chan struct{}
 	done      chan struct{}
 	sweepBuf  []evicted[K, V] // janitor-owned
 }
 
-// New validates cfg, fills defaults and returns a Store. When the janitor
-// is enabled it starts one goroutine, stopped by Close. The error wraps
+// New validates cfg, fills defaults and returns a Store. It starts one
+// goroutine for the janitor when it is enabled and one to deliver OnEvict
+// when that is set; Shutdown or Close stops them. The error wraps
 // ErrInvalidConfig and names the offending field.
 func New[K comparable, V any](cfg Config[K, V]) (*Store[K, V], error) {
 	if cfg.Capacity < 0 {
@@ -142,6 +177,9 @@ func New[K comparable, V any](cfg Config[K, V]) (*Store[K, V], error) {
 	}
 	if cfg.JanitorBatch < 0 {
 		return nil, fmt.Errorf("%w: JanitorBatch %d is negative", ErrInvalidConfig, cfg.JanitorBatch)
+	}
+	if cfg.OnEvictBacklog < 0 {
+		return nil, fmt.Errorf("%w: OnEvictBacklog %d is negative", ErrInvalidConfig, cfg.OnEvictBacklog)
 	}
 	n := cfg.Shards
 	switch {
@@ -159,16 +197,10 @@ func New[K comparable, V any](cfg Config[K, V]) (*Store[K, V], error) {
 		seed:    maphash.MakeSeed(),
 		ttl:     int64(cfg.TTL),
 		sliding: cfg.Sliding,
-		onEvict: cfg.OnEvict,
-		clock:   cfg.Clock,
 		batch:   cfg.JanitorBatch,
+		epoch:   time.Now(),
 	}
 	s.iseed = maphash.Comparable(s.seed, uint64(0x9e3779b97f4a7c15))
-	if s.clock == nil {
-		s.clock = SystemClock{}
-	}
-	_, s.sysClock = s.clock.(SystemClock)
-	s.epoch = s.clock.Now()
 	if s.batch == 0 {
 		s.batch = DefaultJanitorBatch
 	}
@@ -197,6 +229,13 @@ func New[K comparable, V any](cfg Config[K, V]) (*Store[K, V], error) {
 		}
 		s.metrics = m
 	}
+	if cfg.OnEvict != nil {
+		sweepLimit := cfg.OnEvictBacklog
+		if sweepLimit == 0 {
+			sweepLimit = s.batch
+		}
+		s.notes = newEvictQueue(cfg.OnEvict, cfg.OnEvictBacklog, sweepLimit)
+	}
 	interval := cfg.JanitorInterval
 	if interval == 0 {
 		interval = DefaultJanitorInterval
@@ -204,7 +243,7 @@ func New[K comparable, V any](cfg Config[K, V]) (*Store[K, V], error) {
 	if interval > 0 {
 		s.stop = make(chan struct{})
 		s.done = make(chan struct{})
-		go s.janitor(s.clock.NewTicker(interval))
+		go s.janitor(time.NewTicker(interval))
 	}
 	return s, nil
 }
@@ -220,29 +259,88 @@ func defaultShards(capacity int) int {
 	return n
 }
 
-// Close stops the janitor and waits for it to exit, then unregisters the
-// store's metrics. The store remains usable afterwards (expired entries are
-// still hidden from readers and removed when touched). Close is idempotent
-// and always returns nil.
+// Shutdown stops the store's background work gracefully. From its start
+// Ready reports the store closed and the janitor stops; Shutdown waits for
+// it to exit (a sweep in progress stops after the shard it is sweeping),
+// then delivers the pending evictions to OnEvict — also those that happen
+// while it waits — and unregisters the store's metrics. It returns nil once
+// everything is delivered, or ctx.Err() when ctx is done first: then the
+// evictions not yet delivered are dropped, and it returns once the OnEvict
+// call in progress, if any, has returned (a janitor sweep still in
+// progress then exits after its shard). When Shutdown returns nil no
+// goroutine of the store runs; OnEvict is not called again either way.
+//
+// The store remains usable as a map afterwards: expired entries are still
+// hidden from readers and removed when touched, but evictions are no longer
+// reported. Shutdown is idempotent: a later call waits in the same way. It
+// must not be called from OnEvict, nor while holding a lock OnEvict takes.
+func (s *Store[K, V]) Shutdown(ctx context.Context) error {
+	s.begin()
+	if s.done != nil {
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			if s.notes != nil {
+				_ = s.notes.stop(ctx) // ctx is done: drop what is pending; the error is returned below
+			}
+			return ctx.Err()
+		}
+	}
+	if s.notes != nil {
+		return s.notes.stop(ctx)
+	}
+	return nil
+}
+
+// Close is Shutdown without the grace: it stops the janitor and waits for
+// it to exit (it stops within one shard's batch), drops the evictions not
+// yet delivered to OnEvict and returns once the OnEvict call in progress,
+// if any, has returned. Afterwards no goroutine of the store runs. The store
+// remains usable as a map. Close is idempotent and always returns nil; it
+// must not be called from OnEvict, nor while holding a lock OnEvict takes.
 func (s *Store[K, V]) Close() error {
+	s.begin()
+	if s.done != nil {
+		<-s.done
+	}
+	if s.notes != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = s.notes.stop(ctx) // only reports that evictions were dropped, as Close documents
+	}
+	return nil
+}
+
+// begin starts Shutdown or Close, once: Ready reports closed, the janitor
+// is told to stop (and stops waiting for OnEvict), metrics are unregistered.
+func (s *Store[K, V]) begin() {
 	s.closeOnce.Do(func() {
+		s.closed.Store(true)
 		if s.stop != nil {
 			close(s.stop)
-			<-s.done
+		}
+		if s.notes != nil {
+			s.notes.close()
 		}
 		if s.metrics != nil {
 			s.metrics.unregister()
 		}
 	})
+}
+
+// Ready returns nil until Shutdown or Close begins, then an error wrapping
+// ErrClosed.
+func (s *Store[K, V]) Ready() error {
+	if s.closed.Load() {
+		return fmt.Errorf("%w: shut down", ErrClosed)
+	}
 	return nil
 }
 
 // now returns the store-relative monotonic time in nanoseconds, never 0.
+// Inside a testing/synctest bubble it follows the bubble's fake clock.
 func (s *Store[K, V]) now() int64 {
-	if s.sysClock {
-		return int64(time.Since(s.epoch)) + 1
-	}
-	return int64(s.clock.Now().Sub(s.epoch)) + 1
+	return int64(time.Since(s.epoch)) + 1
 }
 
 // shardFor hashes k and returns the hash and k's shard. The shard is chosen
@@ -266,9 +364,21 @@ func (s *Store[K, V]) count(sh *shard[K, V], r Reason) {
 	}
 }
 
-func (s *Store[K, V]) notify(ev *evicted[K, V]) {
-	if ev.ok && s.onEvict != nil {
-		s.onEvict(ev.key, ev.value, ev.reason)
+// report queues ev for OnEvict. It is called under the lock of the shard ev
+// left, so that evictions queue in the order they happen; the result goes
+// to pace once the lock is released.
+func (s *Store[K, V]) report(ev *evicted[K, V]) uint64 {
+	if s.notes == nil || !ev.ok {
+		return 0
+	}
+	return s.notes.post(ev.key, ev.value, ev.reason)
+}
+
+// pace waits for OnEvict to catch up when report returned a ticket (the
+// backlog is over a positive Config.OnEvictBacklog). No lock may be held.
+func (s *Store[K, V]) pace(t uint64) {
+	if t != 0 {
+		s.notes.pace(t, false)
 	}
 }
 
@@ -298,8 +408,9 @@ func (s *Store[K, V]) Get(k K) (V, bool) {
 				sh.stats.misses.Add(1)
 				sh.stats.evictions[Expired].Add(1)
 			}
+			t := s.report(&ev)
 			sh.mu.Unlock()
-			s.notify(&ev)
+			s.pace(t)
 			var zero V
 			return zero, false
 		}
@@ -378,11 +489,13 @@ func (s *Store[K, V]) set(k K, v V, ttl int64) {
 			}
 		}
 	}
+	var t uint64
 	if ev.ok {
 		s.count(sh, ev.reason)
+		t = s.report(&ev)
 	}
 	sh.mu.Unlock()
-	s.notify(&ev)
+	s.pace(t)
 }
 
 // Update atomically reads, modifies and writes the entry under k: fn gets
@@ -395,11 +508,13 @@ func (s *Store[K, V]) set(k K, v V, ttl int64) {
 //
 // fn runs under the shard lock: it must be quick and must not call the
 // store (that would deadlock). If fn panics the lock is released and the
-// entry is unchanged. Update returns the value now stored and whether the
+// entry is unchanged (an expired entry found first is still removed and
+// reported). Update returns the value now stored and whether the
 // key is present.
 func (s *Store[K, V]) Update(k K, fn func(old V, ok bool) (V, bool)) (V, bool) {
 	h, sh := s.shardFor(&k)
-	var evs [2]evicted[K, V]
+	var ev evicted[K, V]
+	var t0, t1 uint64
 	var now int64
 	sh.mu.Lock()
 	i, have := sh.find(h, k)
@@ -409,9 +524,10 @@ func (s *Store[K, V]) Update(k K, fn func(old V, ok bool) (V, bool)) (V, bool) {
 		if e.expires != 0 {
 			now = s.now()
 			if now >= e.expires {
-				evs[0] = evicted[K, V]{key: e.key, value: e.value, reason: Expired, ok: true}
+				ev = evicted[K, V]{key: e.key, value: e.value, reason: Expired, ok: true}
 				s.count(sh, Expired)
 				sh.remove(i)
+				t0 = s.report(&ev) // now: the entry is gone even if fn panics
 				have = false
 			}
 		}
@@ -439,22 +555,23 @@ func (s *Store[K, V]) Update(k K, fn func(old V, ok bool) (V, bool)) (V, bool) {
 			}
 			expires = deadline(now, s.ttl)
 		}
-		evs[1] = sh.insert(h, k, nv, expires, s.ttl)
-		if evs[1].ok {
-			if evs[1].expires != 0 && s.now() >= evs[1].expires {
-				evs[1].reason = Expired
+		ev = sh.insert(h, k, nv, expires, s.ttl)
+		if ev.ok {
+			if ev.expires != 0 && s.now() >= ev.expires {
+				ev.reason = Expired
 			}
-			s.count(sh, evs[1].reason)
+			s.count(sh, ev.reason)
+			t1 = s.report(&ev)
 		}
 	case have:
 		e := &sh.ents[i]
-		evs[1] = evicted[K, V]{key: e.key, value: e.value, reason: Deleted, ok: true}
+		ev = evicted[K, V]{key: e.key, value: e.value, reason: Deleted, ok: true}
 		s.count(sh, Deleted)
 		sh.remove(i)
+		t1 = s.report(&ev)
 	}
 	sh.mu.Unlock()
-	s.notify(&evs[0])
-	s.notify(&evs[1])
+	s.pace(max(t0, t1))
 	if !keep {
 		var zero V
 		return zero, false
@@ -494,8 +611,9 @@ func (s *Store[K, V]) Delete(k K) bool {
 	}
 	s.count(sh, ev.reason)
 	sh.remove(i)
+	t := s.report(&ev)
 	sh.mu.Unlock()
-	s.notify(&ev)
+	s.pace(t)
 	return ev.reason == Deleted
 }
 
@@ -516,8 +634,9 @@ func (s *Store[K, V]) Touch(k K) bool {
 			ev := evicted[K, V]{key: e.key, value: e.value, reason: Expired, ok: true}
 			s.count(sh, Expired)
 			sh.remove(i)
+			t := s.report(&ev)
 			sh.mu.Unlock()
-			s.notify(&ev)
+			s.pace(t)
 			return false
 		}
 		e.expires = deadline(now, e.ttl)

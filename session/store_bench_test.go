@@ -2,6 +2,7 @@ package session
 
 import (
 	"strconv"
+	"sync/atomic"
 	"testing"
 )
 
@@ -64,6 +65,32 @@ func BenchmarkIntGet(b *testing.B) {
 		var i uint64
 		for pb.Next() {
 			s.Get(i & (1<<16 - 1))
+			i += 7
+		}
+	})
+}
+
+// BenchmarkSetEvictOnEvict is BenchmarkSetEvict with an OnEvict callback:
+// every Set evicts, so it measures the cost of reporting an eviction.
+func BenchmarkSetEvictOnEvict(b *testing.B) { benchSetEvictOnEvict(b, 0) }
+
+// BenchmarkSetEvictOnEvictBacklog adds back-pressure (OnEvictBacklog).
+func BenchmarkSetEvictOnEvictBacklog(b *testing.B) { benchSetEvictOnEvict(b, 1024) }
+
+func benchSetEvictOnEvict(b *testing.B, backlog int) {
+	keys := benchKeys(1 << 17)
+	var evicted atomic.Int64
+	s, err := New(Config[string, int]{Capacity: 1 << 15, JanitorInterval: -1, OnEvictBacklog: backlog,
+		OnEvict: func(string, int, Reason) { evicted.Add(1) }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			s.Set(keys[i&(len(keys)-1)], i)
 			i += 7
 		}
 	})

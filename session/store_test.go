@@ -1,12 +1,16 @@
 package session
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +48,13 @@ func (l *evictLog[K, V]) all() []evictRec[K, V] {
 	return append([]evictRec[K, V](nil), l.got...)
 }
 
+// flushEvictions waits until OnEvict has returned for every eviction so far.
+func (s *Store[K, V]) flushEvictions() {
+	if s.notes != nil {
+		s.notes.flush()
+	}
+}
+
 func newStore[K comparable, V any](t *testing.T, cfg Config[K, V]) *Store[K, V] {
 	t.Helper()
 	s, err := New(cfg)
@@ -61,6 +72,7 @@ func TestNewValidation(t *testing.T) {
 		{"negative capacity", Config[string, int]{Capacity: -1}, "Capacity"},
 		{"negative ttl", Config[string, int]{TTL: -time.Second}, "TTL"},
 		{"negative batch", Config[string, int]{JanitorBatch: -1}, "JanitorBatch"},
+		{"negative backlog", Config[string, int]{OnEvictBacklog: -1}, "OnEvictBacklog"},
 		{"shards not power of two", Config[string, int]{Shards: 3}, "Shards"},
 		{"negative shards", Config[string, int]{Shards: -4}, "Shards"},
 		{"too many shards", Config[string, int]{Shards: 1 << 17}, "Shards"},
@@ -103,6 +115,7 @@ func TestCapacityEvictionOrder(t *testing.T) {
 	s.Set("e", 5) // order before: c d a → evicts a
 	s.Set("d", 40)
 	s.Set("f", 6) // order before: d e c → evicts c
+	s.flushEvictions()
 	assert.Equal(t, []evictRec[string, int]{
 		{"b", 2, Capacity},
 		{"a", 1, Capacity},
@@ -126,122 +139,132 @@ func TestCapacityIsATotalBound(t *testing.T) {
 		require.LessOrEqual(t, s.Len(), 100)
 	}
 	assert.Equal(t, 100, s.Len())
+	s.flushEvictions()
 	assert.Equal(t, int64(10_000-100), evictions.Load())
 }
 
 func TestFixedTTL(t *testing.T) {
-	clk := newFakeClock()
-	var log evictLog[string, string]
-	s := newStore(t, Config[string, string]{TTL: 10 * time.Second, Clock: clk, OnEvict: log.fn})
-	s.Set("k", "v")
-	clk.Advance(9 * time.Second)
-	v, ok := s.Get("k")
-	require.True(t, ok)
-	assert.Equal(t, "v", v)
-	clk.Advance(time.Second) // 10 s after the write: Get does not extend a fixed TTL
-	_, ok = s.Get("k")
-	assert.False(t, ok)
-	assert.Equal(t, []evictRec[string, string]{{"k", "v", Expired}}, log.all())
-	assert.Equal(t, 0, s.Len())
+	synctest.Test(t, func(t *testing.T) {
+		var log evictLog[string, string]
+		s := newStore(t, Config[string, string]{TTL: 10 * time.Second, OnEvict: log.fn})
+		s.Set("k", "v")
+		time.Sleep(9 * time.Second)
+		v, ok := s.Get("k")
+		require.True(t, ok)
+		assert.Equal(t, "v", v)
+		time.Sleep(time.Second) // 10 s after the write: Get does not extend a fixed TTL
+		_, ok = s.Get("k")
+		assert.False(t, ok)
+		synctest.Wait() // the delivery goroutine is idle: OnEvict has run
+		assert.Equal(t, []evictRec[string, string]{{"k", "v", Expired}}, log.all())
+		assert.Equal(t, 0, s.Len())
+	})
 }
 
 func TestSlidingTTL(t *testing.T) {
-	clk := newFakeClock()
-	s := newStore(t, Config[string, int]{TTL: 10 * time.Second, Sliding: true, Clock: clk})
-	s.Set("k", 1)
-	for range 5 { // each Get restarts the TTL
-		clk.Advance(6 * time.Second)
-		_, ok := s.Get("k")
+	synctest.Test(t, func(t *testing.T) {
+		s := newStore(t, Config[string, int]{TTL: 10 * time.Second, Sliding: true})
+		s.Set("k", 1)
+		for range 5 { // each Get restarts the TTL
+			time.Sleep(6 * time.Second)
+			_, ok := s.Get("k")
+			require.True(t, ok)
+		}
+		time.Sleep(6 * time.Second)
+		_, ok := s.Peek("k") // Peek does not restart it
 		require.True(t, ok)
-	}
-	clk.Advance(6 * time.Second)
-	_, ok := s.Peek("k") // Peek does not restart it
-	require.True(t, ok)
-	clk.Advance(4 * time.Second)
-	_, ok = s.Get("k")
-	assert.False(t, ok)
+		time.Sleep(4 * time.Second)
+		_, ok = s.Get("k")
+		assert.False(t, ok)
+	})
 }
 
 func TestTouchRestartsFixedTTL(t *testing.T) {
-	clk := newFakeClock()
-	s := newStore(t, Config[string, int]{TTL: 10 * time.Second, Clock: clk})
-	s.Set("k", 1)
-	clk.Advance(8 * time.Second)
-	require.True(t, s.Touch("k"))
-	clk.Advance(8 * time.Second)
-	_, ok := s.Get("k")
-	require.True(t, ok)
-	clk.Advance(2 * time.Second)
-	assert.False(t, s.Touch("k"))
-	assert.False(t, s.Touch("missing"))
+	synctest.Test(t, func(t *testing.T) {
+		s := newStore(t, Config[string, int]{TTL: 10 * time.Second})
+		s.Set("k", 1)
+		time.Sleep(8 * time.Second)
+		require.True(t, s.Touch("k"))
+		time.Sleep(8 * time.Second)
+		_, ok := s.Get("k")
+		require.True(t, ok)
+		time.Sleep(2 * time.Second)
+		assert.False(t, s.Touch("k"))
+		assert.False(t, s.Touch("missing"))
+	})
 }
 
 func TestSetWithTTL(t *testing.T) {
-	clk := newFakeClock()
-	s := newStore(t, Config[string, int]{TTL: time.Minute, Clock: clk})
-	s.SetWithTTL("short", 1, time.Second)
-	s.SetWithTTL("forever", 2, 0)
-	s.Set("default", 3)
-	clk.Advance(2 * time.Second)
-	_, ok := s.Get("short")
-	assert.False(t, ok)
-	clk.Advance(time.Hour)
-	_, ok = s.Get("default")
-	assert.False(t, ok)
-	v, ok := s.Get("forever")
-	assert.True(t, ok)
-	assert.Equal(t, 2, v)
+	synctest.Test(t, func(t *testing.T) {
+		s := newStore(t, Config[string, int]{TTL: time.Minute})
+		s.SetWithTTL("short", 1, time.Second)
+		s.SetWithTTL("forever", 2, 0)
+		s.Set("default", 3)
+		time.Sleep(2 * time.Second)
+		_, ok := s.Get("short")
+		assert.False(t, ok)
+		time.Sleep(time.Hour)
+		_, ok = s.Get("default")
+		assert.False(t, ok)
+		v, ok := s.Get("forever")
+		assert.True(t, ok)
+		assert.Equal(t, 2, v)
+	})
 }
 
 func TestExpiredReasons(t *testing.T) {
-	clk := newFakeClock()
-	var log evictLog[string, int]
-	s := newStore(t, Config[string, int]{Shards: 1, Capacity: 2, TTL: time.Second, Clock: clk, OnEvict: log.fn, JanitorInterval: -1})
-	s.Set("a", 1)
-	s.Set("b", 2)
-	clk.Advance(2 * time.Second)
-	s.Set("a", 10)               // replaces an expired value
-	s.Set("c", 3)                // evicts the expired LRU entry b
-	clk.Advance(2 * time.Second) // a and c expire
-	assert.False(t, s.Delete("a"))
-	_, ok := s.Update("c", func(old int, ok bool) (int, bool) {
+	synctest.Test(t, func(t *testing.T) {
+		var log evictLog[string, int]
+		s := newStore(t, Config[string, int]{Shards: 1, Capacity: 2, TTL: time.Second, OnEvict: log.fn, JanitorInterval: -1})
+		s.Set("a", 1)
+		s.Set("b", 2)
+		time.Sleep(2 * time.Second)
+		s.Set("a", 10)              // replaces an expired value
+		s.Set("c", 3)               // evicts the expired LRU entry b
+		time.Sleep(2 * time.Second) // a and c expire
+		assert.False(t, s.Delete("a"))
+		_, ok := s.Update("c", func(old int, ok bool) (int, bool) {
+			assert.False(t, ok)
+			return 0, false
+		})
 		assert.False(t, ok)
-		return 0, false
+		synctest.Wait()
+		assert.Equal(t, []evictRec[string, int]{
+			{"a", 1, Expired}, {"b", 2, Expired}, {"a", 10, Expired}, {"c", 3, Expired},
+		}, log.all())
 	})
-	assert.False(t, ok)
-	assert.Equal(t, []evictRec[string, int]{
-		{"a", 1, Expired}, {"b", 2, Expired}, {"a", 10, Expired}, {"c", 3, Expired},
-	}, log.all())
 }
 
 func TestJanitorSweepsInBatches(t *testing.T) {
-	clk := newFakeClock()
-	var expired atomic.Int64
-	s, err := New(Config[int, int]{Shards: 2, TTL: time.Second, Clock: clk, JanitorBatch: 8,
-		OnEvict: func(_ int, _ int, r Reason) {
-			if r == Expired {
-				expired.Add(1)
+	synctest.Test(t, func(t *testing.T) {
+		var expired atomic.Int64
+		s := newStore(t, Config[int, int]{Shards: 2, TTL: time.Second, JanitorInterval: time.Second, JanitorBatch: 8,
+			OnEvict: func(_ int, _ int, r Reason) {
+				if r == Expired {
+					expired.Add(1)
+				}
+			}})
+		for i := range 100 {
+			s.Set(i, i)
+		}
+		s.SetWithTTL(-1, -1, 0) // never expires
+		time.Sleep(time.Second) // the first tick: everything has just expired
+		synctest.Wait()         // and the first sweep is over
+		n := expired.Load()
+		assert.GreaterOrEqual(t, n, int64(8), "the first sweep examined at least one shard batch")
+		assert.LessOrEqual(t, n, int64(16), "one sweep examines at most 2×8 slots")
+		for range 20 {
+			if expired.Load() == 100 {
+				break
 			}
-		}})
-	require.NoError(t, err)
-	defer s.Close()
-	for i := range 100 {
-		s.Set(i, i)
-	}
-	s.SetWithTTL(-1, -1, 0) // never expires
-	clk.Advance(2 * time.Second)
-	clk.Tick()
-	clk.Tick() // returns once the first sweep is over and the second has begun
-	n := expired.Load()
-	assert.GreaterOrEqual(t, n, int64(8), "first sweep examined at least one shard batch")
-	assert.LessOrEqual(t, n, int64(32), "two sweeps examine at most 2×2×8 slots")
-	require.Eventually(t, func() bool {
-		clk.Tick()
-		return expired.Load() == 100
-	}, 5*time.Second, time.Millisecond)
-	assert.Equal(t, 1, s.Len())
-	_, ok := s.Peek(-1)
-	assert.True(t, ok)
+			time.Sleep(time.Second)
+			synctest.Wait()
+		}
+		assert.Equal(t, int64(100), expired.Load())
+		assert.Equal(t, 1, s.Len())
+		_, ok := s.Peek(-1)
+		assert.True(t, ok)
+	})
 }
 
 func TestOnEvictReasons(t *testing.T) {
@@ -256,19 +279,21 @@ func TestOnEvictReasons(t *testing.T) {
 	s.Set("d", 5)
 	_, _ = s.Update("c", func(int, bool) (int, bool) { return 0, false })
 	_, _ = s.Update("d", func(old int, ok bool) (int, bool) { return old + 1, true }) // modified: not reported
+	s.flushEvictions()
 	assert.Equal(t, []evictRec[string, int]{
 		{"a", 1, Replaced}, {"a", 2, Deleted}, {"b", 3, Capacity}, {"c", 4, Deleted},
 	}, log.all())
 }
 
 // TestCallbackRunsOutsideLock: OnEvict calls back into the store (same shard,
-// since there is only one) for every reason; holding the shard lock would
-// deadlock.
+// since there is only one) for every reason, and its own evictions queue
+// behind it; holding the shard lock would deadlock.
 func TestCallbackRunsOutsideLock(t *testing.T) {
-	clk := newFakeClock()
 	var s *Store[string, int]
 	var calls atomic.Int64
-	s = newStore(t, Config[string, int]{Shards: 1, Capacity: 2, TTL: time.Second, Clock: clk,
+	// Real time (a mutex deadlock is not visible to testing/synctest), so
+	// short TTL and janitor interval.
+	s = newStore(t, Config[string, int]{Shards: 1, Capacity: 2, TTL: 20 * time.Millisecond, JanitorInterval: 5 * time.Millisecond,
 		OnEvict: func(k string, v int, r Reason) {
 			calls.Add(1)
 			_, _ = s.Get(k)
@@ -285,16 +310,16 @@ func TestCallbackRunsOutsideLock(t *testing.T) {
 		s.Set("a", 2) // Replaced
 		s.Set("b", 3) // evictions cascade through the callback
 		s.Delete("b") // Deleted (if still there)
-		clk.Advance(2 * time.Second)
-		_, _ = s.Get("audit:replaced") // Expired
-		clk.Tick()                     // janitor sweep with callbacks
-		clk.Tick()
+		time.Sleep(50 * time.Millisecond)
+		_, _ = s.Get("audit:replaced")    // Expired
+		time.Sleep(20 * time.Millisecond) // janitor sweeps with callbacks
 	}()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("deadlock: OnEvict calling the store blocked")
 	}
+	s.flushEvictions()
 	assert.Greater(t, calls.Load(), int64(3))
 }
 
@@ -342,31 +367,32 @@ func TestUpdateIsAtomic(t *testing.T) {
 }
 
 func TestRange(t *testing.T) {
-	clk := newFakeClock()
-	s := newStore(t, Config[int, int]{Shards: 4, Clock: clk, JanitorInterval: -1})
-	for i := range 50 {
-		s.Set(i, i*i)
-	}
-	s.SetWithTTL(100, 0, time.Second)
-	clk.Advance(time.Minute)
-	seen := map[int]int{}
-	s.Range(func(k, v int) bool {
-		seen[k] = v
-		s.Delete(k) // calling the store from fn is allowed
-		return true
-	})
-	require.Len(t, seen, 50, "expired entry skipped")
-	for k, v := range seen {
-		assert.Equal(t, k*k, v)
-	}
-	assert.Equal(t, 1, s.Len(), "only the expired entry is left")
+	synctest.Test(t, func(t *testing.T) {
+		s := newStore(t, Config[int, int]{Shards: 4, JanitorInterval: -1})
+		for i := range 50 {
+			s.Set(i, i*i)
+		}
+		s.SetWithTTL(100, 0, time.Second)
+		time.Sleep(time.Minute)
+		seen := map[int]int{}
+		s.Range(func(k, v int) bool {
+			seen[k] = v
+			s.Delete(k) // calling the store from fn is allowed
+			return true
+		})
+		require.Len(t, seen, 50, "expired entry skipped")
+		for k, v := range seen {
+			assert.Equal(t, k*k, v)
+		}
+		assert.Equal(t, 1, s.Len(), "only the expired entry is left")
 
-	for i := range 50 {
-		s.Set(i, i)
-	}
-	n := 0
-	s.Range(func(int, int) bool { n++; return n < 3 })
-	assert.Equal(t, 3, n)
+		for i := range 50 {
+			s.Set(i, i)
+		}
+		n := 0
+		s.Range(func(int, int) bool { n++; return n < 3 })
+		assert.Equal(t, 3, n)
+	})
 }
 
 type convID string
@@ -509,55 +535,447 @@ func value(m *dto.Metric) float64 {
 // TestConcurrentMix hammers one small store from many goroutines with every
 // operation; run under -race it checks the locking, and the bound must hold.
 func TestConcurrentMix(t *testing.T) {
-	clk := newFakeClock()
-	var evicted atomic.Int64
-	s := newStore(t, Config[int, int]{Shards: 4, Capacity: 64, TTL: time.Second, Sliding: true, Clock: clk,
-		OnEvict: func(int, int, Reason) { evicted.Add(1) }})
-	var wg sync.WaitGroup
-	for w := range 8 {
-		wg.Go(func() {
-			for i := range 2000 {
-				k := (i*7 + w) % 200
-				switch i % 7 {
-				case 0:
-					s.Set(k, i)
-				case 1:
-					s.Delete(k)
-				case 2:
-					s.Update(k, func(old int, _ bool) (int, bool) { return old + 1, k%2 == 0 })
-				case 3:
-					s.Touch(k)
-				case 4:
-					if i%100 == 4 {
-						s.Range(func(int, int) bool { return true })
-						clk.Advance(100 * time.Millisecond)
+	synctest.Test(t, func(t *testing.T) {
+		var evicted atomic.Int64
+		s := newStore(t, Config[int, int]{Shards: 4, Capacity: 64, TTL: time.Second, Sliding: true,
+			OnEvict: func(int, int, Reason) { evicted.Add(1) }})
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Go(func() {
+				for i := range 2000 {
+					k := (i*7 + w) % 200
+					switch i % 7 {
+					case 0:
+						s.Set(k, i)
+					case 1:
+						s.Delete(k)
+					case 2:
+						s.Update(k, func(old int, _ bool) (int, bool) { return old + 1, k%2 == 0 })
+					case 3:
+						s.Touch(k)
+					case 4:
+						if i%100 == 4 {
+							s.Range(func(int, int) bool { return true })
+							time.Sleep(100 * time.Millisecond)
+						}
+					default:
+						s.Get(k)
 					}
-				default:
-					s.Get(k)
 				}
+			})
+		}
+		wg.Wait()
+		synctest.Wait()
+		assert.LessOrEqual(t, s.Len(), 64)
+		assert.Positive(t, evicted.Load())
+		var errs []error
+		s.Range(func(k, _ int) bool {
+			if _, ok := s.Peek(k); !ok {
+				errs = append(errs, errors.New("range returned a key Peek cannot see"))
+			}
+			return true
+		})
+		assert.Empty(t, errs)
+	})
+}
+
+func TestHugeTTLDoesNotOverflow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newStore(t, Config[string, int]{TTL: time.Duration(1<<63 - 1), Sliding: true})
+		s.Set("k", 1)
+		time.Sleep(time.Hour)
+		_, ok := s.Get("k")
+		assert.True(t, ok)
+		_, ok = s.Get("k")
+		assert.True(t, ok)
+	})
+}
+
+// TestStoreShutdown covers the lifecycle convention: Ready, a janitor held
+// back by a slow OnEvict, Shutdown delivering the pending evictions, and the
+// store staying usable as a map without reporting evictions.
+func TestStoreShutdown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var log evictLog[int, int]
+		s, err := New(Config[int, int]{Shards: 2, TTL: time.Second, JanitorInterval: time.Second, OnEvictBacklog: 4,
+			OnEvict: func(k, v int, r Reason) {
+				<-release // a slow host
+				log.fn(k, v, r)
+			}})
+		require.NoError(t, err)
+		require.NoError(t, s.Ready())
+		for i := range 40 {
+			s.Set(i, i)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait() // the janitor swept one shard and waits for OnEvict
+		left := s.Len()
+		assert.Positive(t, left, "the janitor waits before the next shard")
+		assert.Less(t, left, 40)
+
+		done := make(chan error, 1)
+		go func() { done <- s.Shutdown(context.Background()) }()
+		synctest.Wait()
+		select {
+		case <-done:
+			t.Fatal("Shutdown returned before the pending evictions were delivered")
+		default:
+		}
+		assert.ErrorIs(t, s.Ready(), ErrClosed)
+		close(release)
+		require.NoError(t, <-done)
+		got := log.all()
+		require.Len(t, got, 40-left, "every pending eviction delivered")
+		for i := 1; i < len(got); i++ {
+			assert.Less(t, got[i-1].Key, got[i].Key, "in the janitor's (slab) order")
+			assert.Equal(t, Expired, got[i].Reason)
+		}
+		require.NoError(t, s.Shutdown(context.Background()), "idempotent")
+		require.NoError(t, s.Close(), "idempotent")
+
+		s.Set(100, 2)
+		v, ok := s.Get(100)
+		assert.True(t, ok, "still usable as a map")
+		assert.Equal(t, 2, v)
+		s.Delete(100)
+		synctest.Wait()
+		assert.Len(t, log.all(), 40-left, "no eviction reported after Shutdown")
+	})
+}
+
+// TestShutdownBoundedByContext: when ctx ends first, Shutdown drops what is
+// pending but still waits for the OnEvict call in progress.
+func TestShutdownBoundedByContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var calls atomic.Int64
+		s, err := New(Config[string, int]{JanitorInterval: -1, OnEvict: func(string, int, Reason) {
+			calls.Add(1)
+			<-release
+		}})
+		require.NoError(t, err)
+		for i := range 5 {
+			s.Set("k", i) // 4 replacements: one delivered and blocked, 3 pending
+		}
+		synctest.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- s.Shutdown(ctx) }()
+		time.Sleep(2 * time.Minute)
+		synctest.Wait()
+		select {
+		case <-done:
+			t.Fatal("Shutdown returned while OnEvict was running")
+		default:
+		}
+		close(release)
+		require.ErrorIs(t, <-done, context.DeadlineExceeded)
+		assert.Equal(t, int64(1), calls.Load(), "the pending evictions were dropped")
+		require.NoError(t, s.Shutdown(context.Background()), "nothing left to deliver")
+		s.Set("k", 9)
+		synctest.Wait()
+		assert.Equal(t, int64(1), calls.Load(), "no eviction reported after Shutdown")
+	})
+}
+
+// TestCloseDropsPending: Close delivers nothing more but waits for the
+// OnEvict call in progress.
+func TestCloseDropsPending(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var calls atomic.Int64
+		s, err := New(Config[string, int]{TTL: time.Second, OnEvict: func(string, int, Reason) {
+			calls.Add(1)
+			<-release
+		}})
+		require.NoError(t, err)
+		for i := range 5 {
+			s.Set("k", i)
+		}
+		synctest.Wait()
+		done := make(chan error, 1)
+		go func() { done <- s.Close() }()
+		synctest.Wait()
+		select {
+		case <-done:
+			t.Fatal("Close returned while OnEvict was running")
+		default:
+		}
+		close(release)
+		require.NoError(t, <-done)
+		assert.Equal(t, int64(1), calls.Load(), "the pending evictions were dropped")
+		assert.ErrorIs(t, s.Ready(), ErrClosed)
+		require.NoError(t, s.Close(), "idempotent")
+	})
+}
+
+// TestOnEvictOrder: evictions from several shards reach OnEvict in the
+// order they happened, also when the backlog bound makes the caller wait.
+func TestOnEvictOrder(t *testing.T) {
+	for _, backlog := range []int{0, 3} {
+		t.Run(fmt.Sprintf("backlog=%d", backlog), func(t *testing.T) {
+			var log evictLog[int, int]
+			s := newStore(t, Config[int, int]{Shards: 8, JanitorInterval: -1, OnEvictBacklog: backlog, OnEvict: log.fn})
+			model := map[int]int{}
+			var want []evictRec[int, int]
+			r := rand.New(rand.NewPCG(1, uint64(backlog+10)))
+			for i := range 5000 {
+				k := r.IntN(50)
+				old, had := model[k]
+				if r.IntN(3) == 0 {
+					assert.Equal(t, had, s.Delete(k))
+					if had {
+						want = append(want, evictRec[int, int]{k, old, Deleted})
+						delete(model, k)
+					}
+					continue
+				}
+				s.Set(k, i)
+				if had {
+					want = append(want, evictRec[int, int]{k, old, Replaced})
+				}
+				model[k] = i
+			}
+			s.flushEvictions()
+			assert.Equal(t, want, log.all())
+		})
+	}
+}
+
+// TestOnEvictOrderConcurrent: with one shard of capacity 1, every insert
+// evicts the entry inserted before it, whose value fn drew from a counter
+// under the shard lock; OnEvict must see the values in increasing order
+// although many goroutines insert concurrently.
+func TestOnEvictOrderConcurrent(t *testing.T) {
+	var mu sync.Mutex
+	last, n, disorder := 0, 0, 0
+	s := newStore(t, Config[int, int]{Shards: 1, Capacity: 1, JanitorInterval: -1, OnEvictBacklog: 8,
+		OnEvict: func(_, v int, r Reason) {
+			mu.Lock()
+			defer mu.Unlock()
+			if v <= last || r != Capacity {
+				disorder++
+			}
+			last = v
+			n++
+		}})
+	var ctr atomic.Int64
+	const workers, rounds = 8, 2000
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range rounds {
+				s.Update(w*rounds+i, func(int, bool) (int, bool) { return int(ctr.Add(1)), true })
 			}
 		})
 	}
 	wg.Wait()
-	assert.LessOrEqual(t, s.Len(), 64)
-	assert.Positive(t, evicted.Load())
-	var errs []error
-	s.Range(func(k, _ int) bool {
-		if _, ok := s.Peek(k); !ok {
-			errs = append(errs, errors.New("range returned a key Peek cannot see"))
-		}
-		return true
-	})
-	assert.Empty(t, errs)
+	s.flushEvictions()
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, workers*rounds-1, n)
+	assert.Zero(t, disorder)
 }
 
-func TestHugeTTLDoesNotOverflow(t *testing.T) {
-	clk := newFakeClock()
-	s := newStore(t, Config[string, int]{TTL: time.Duration(1<<63 - 1), Sliding: true, Clock: clk})
-	s.Set("k", 1)
-	clk.Advance(time.Hour)
-	_, ok := s.Get("k")
-	assert.True(t, ok)
-	_, ok = s.Get("k")
-	assert.True(t, ok)
+// TestOnEvictHostMutex: a host holding its own mutex around Set and Delete
+// takes the same mutex in OnEvict. OnEvict runs on the store's goroutine,
+// and without OnEvictBacklog no call waits for it, so this cannot deadlock
+// however many evictions queue up behind the host's lock.
+func TestOnEvictHostMutex(t *testing.T) {
+	const ops = 20_000
+	var mu sync.Mutex
+	inCall := false
+	var seen, wrong int
+	s := newStore(t, Config[int, int]{Shards: 2, Capacity: 2, JanitorInterval: -1,
+		OnEvict: func(int, int, Reason) {
+			mu.Lock()
+			defer mu.Unlock()
+			if inCall {
+				wrong++
+			}
+			seen++
+		}})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range ops {
+			mu.Lock()
+			inCall = true
+			s.Set(i, i)
+			if i%3 == 0 {
+				s.Delete(i)
+			}
+			inCall = false
+			mu.Unlock()
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("deadlock: OnEvict waited for a lock held by the caller of Set or Delete")
+	}
+	s.flushEvictions()
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, ops-s.Len(), seen)
+	assert.Zero(t, wrong, "OnEvict ran while the host was inside a store call")
+}
+
+// TestJanitorWaitsForOnEvict: without OnEvictBacklog the janitor still
+// stops sweeping while more than JanitorBatch evictions are undelivered.
+func TestJanitorWaitsForOnEvict(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var log evictLog[int, int]
+		s := newStore(t, Config[int, int]{Shards: 2, TTL: time.Second, JanitorInterval: time.Second, JanitorBatch: 8,
+			OnEvict: func(k, v int, r Reason) {
+				<-release
+				log.fn(k, v, r)
+			}})
+		for i := range 100 {
+			s.Set(i, i)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait() // one sweep: up to 8 per shard, 16 > 8 pending: the janitor waits
+		left := s.Len()
+		assert.GreaterOrEqual(t, left, 100-16)
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		assert.Equal(t, left, s.Len(), "no sweep while OnEvict lags")
+		close(release)
+		for range 20 {
+			time.Sleep(time.Second)
+			synctest.Wait()
+		}
+		assert.Zero(t, s.Len())
+		assert.Len(t, log.all(), 100)
+	})
+}
+
+// TestBackPressure: once OnEvictBacklog evictions are undelivered the
+// evicting caller waits, without holding its shard lock, until OnEvict
+// catches up.
+func TestBackPressure(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var calls atomic.Int64
+		s := newStore(t, Config[int, int]{Shards: 1, JanitorInterval: -1, OnEvictBacklog: 2,
+			OnEvict: func(int, int, Reason) {
+				calls.Add(1)
+				<-release
+			}})
+		for i := range 6 {
+			s.Set(i, i)
+		}
+		var deleted atomic.Int64
+		go func() {
+			for i := range 6 {
+				s.Delete(i)
+				deleted.Add(1)
+			}
+		}()
+		synctest.Wait()
+		// Delete 0 is being delivered, 1 is pending, 2 makes three: it waits.
+		assert.Equal(t, int64(2), deleted.Load())
+		assert.Equal(t, int64(1), calls.Load())
+		require.True(t, s.shards[0].mu.TryLock(), "the waiting caller holds no shard lock")
+		s.shards[0].mu.Unlock()
+		for want := int64(3); want <= 6; want++ {
+			release <- struct{}{}
+			synctest.Wait()
+			assert.Equal(t, want, deleted.Load(), "one delivery lets one caller on")
+		}
+		close(release)
+		synctest.Wait()
+		assert.Equal(t, int64(6), calls.Load())
+	})
+}
+
+// TestEvictionsFromOnEvictDoNotWait: OnEvict calls Set, which evicts while
+// the backlog is over its bound of 1; waiting would wait for itself.
+func TestEvictionsFromOnEvictDoNotWait(t *testing.T) {
+	var s *Store[string, int]
+	var log evictLog[string, int]
+	var onGoroutine, offGoroutine atomic.Int64
+	s = newStore(t, Config[string, int]{Shards: 1, Capacity: 1, JanitorInterval: -1, OnEvictBacklog: 1,
+		OnEvict: func(k string, v int, r Reason) {
+			log.fn(k, v, r)
+			if onDeliveryGoroutine() {
+				onGoroutine.Add(1)
+			}
+			if !strings.HasPrefix(k, "audit:") {
+				s.Set("audit:"+k, v) // evicts the entry the host set meanwhile
+			}
+		}})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			s.Set(strconv.Itoa(i), i)
+			if onDeliveryGoroutine() {
+				offGoroutine.Add(1)
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("deadlock: a Set from OnEvict waited for OnEvict")
+	}
+	s.flushEvictions()
+	got := log.all()
+	audits := 0
+	for _, e := range got {
+		if !strings.HasPrefix(e.Key, "audit:") {
+			audits++ // each non-audit eviction inserted one audit entry
+		}
+	}
+	assert.Equal(t, 200+audits-s.Len(), len(got), "every insert but the survivor was evicted and reported")
+	assert.Equal(t, int64(len(got)), onGoroutine.Load())
+	assert.Zero(t, offGoroutine.Load())
+}
+
+// TestEvictionGoroutine: no goroutine without OnEvict; with it, one that
+// Close ends (goleak would also catch it at the end of the package).
+func TestEvictionGoroutine(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	s := newStore(t, Config[int, int]{JanitorInterval: -1})
+	assert.Nil(t, s.notes)
+	goleak.VerifyNone(t, before)
+
+	s2, err := New(Config[int, int]{Shards: 1, Capacity: 1, JanitorInterval: -1, OnEvict: func(int, int, Reason) {}})
+	require.NoError(t, err)
+	s2.Set(1, 1)
+	s2.Set(2, 2)
+	require.NoError(t, s2.Close())
+	goleak.VerifyNone(t, before)
+}
+
+// TestSetWithOnEvictDoesNotAllocate: queueing an eviction reuses the ring.
+func TestSetWithOnEvictDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	var n atomic.Int64
+	s := newStore(t, Config[string, int]{Capacity: 1000, JanitorInterval: -1,
+		OnEvict: func(string, int, Reason) { n.Add(1) }})
+	keys := make([]string, 2000)
+	for i := range keys {
+		keys[i] = "k" + strconv.Itoa(i)
+	}
+	for range 3 {
+		for i, k := range keys {
+			s.Set(k, i)
+		}
+	}
+	s.flushEvictions()
+	assert.Zero(t, testing.AllocsPerRun(20, func() {
+		for i, k := range keys {
+			s.Set(k, i) // every Set evicts
+		}
+	}))
+	s.flushEvictions()
+	assert.Equal(t, int64((3+1+20)*2000-s.Len()), n.Load(), "every Set replaced or evicted one entry, but for those left")
 }

@@ -9,8 +9,9 @@ type State uint8
 const (
 	// Queued: waiting for an agent.
 	Queued State = iota + 1
-	// Offered: offered to an agent who has not accepted yet. During a
-	// transfer the previous assignee keeps it until the offer is accepted.
+	// Offered: offered to an agent who has not accepted yet. During an
+	// OfferTransfer the previous assignee keeps it until the offer is
+	// accepted.
 	Offered
 	// Active: an agent holds it and the ball is in the agent's court.
 	Active
@@ -40,7 +41,13 @@ func (s State) String() string {
 type Event uint8
 
 // Conversation events. The transition table (Transitions) says in which
-// states each is legal and where it leads.
+// states each is legal and where it leads. The words follow the glossary of
+// the package documentation, shared with package router: assign gives a
+// conversation to an agent at once, offer proposes it and the agent must
+// accept, transfer moves an assigned conversation to another agent at once.
+//
+// Event values are stored (AuditEntry.Event in persisted records), so they
+// never change: new events are appended at the end.
 const (
 	// Offer offers a queued conversation to Change.Agent (or to whoever
 	// accepts first when Agent is empty).
@@ -65,9 +72,12 @@ const (
 	Snooze
 	// Wake ends a snooze: back to the assignee, or to the queue.
 	Wake
-	// Transfer offers a held conversation to Change.Agent (required); the
-	// current assignee keeps it until the new agent accepts.
-	Transfer
+	// OfferTransfer offers a held conversation to Change.Agent (required,
+	// and not the assignee: else ErrTransferTarget); the current assignee
+	// keeps it until the new agent accepts (→ Offered, then Accept, or
+	// Decline/Expire back to the assignee). Until 2026-12 this event was
+	// named Transfer; its value is unchanged.
+	OfferTransfer
 	// Requeue drops the assignee and any offer and puts the conversation
 	// back in the queue (for example when its agent went offline).
 	Requeue
@@ -77,12 +87,24 @@ const (
 	Reopen
 	// Close ends the conversation for good.
 	Close
+	// Assign gives a queued or offered conversation to Change.Agent
+	// (required, else ErrAssignTarget) at once, with no offer to accept:
+	// the state machine's side of router.Assigner.Assign and AssignManual.
+	// A pending offer is withdrawn.
+	Assign
+	// Transfer moves a held conversation (Active or Pending) to
+	// Change.Agent at once: the agent becomes the assignee and the
+	// conversation is Active. Agent is required and must not be the
+	// assignee (ErrTransferTarget). It is the state machine's side of
+	// router.Assigner.Transfer; OfferTransfer is the variant the new agent
+	// must accept.
+	Transfer
 
-	numEvents = int(Close) + 1
+	numEvents = int(Transfer) + 1
 )
 
 var eventNames = [numEvents]string{"", "offer", "accept", "decline", "expire", "customer_reply", "agent_reply",
-	"wait_on_customer", "snooze", "wake", "transfer", "requeue", "resolve", "reopen", "close"}
+	"wait_on_customer", "snooze", "wake", "offer_transfer", "requeue", "resolve", "reopen", "close", "assign", "transfer"}
 
 // String returns the lower-case event name.
 func (e Event) String() string {
@@ -106,11 +128,13 @@ type Rule struct {
 // Anything not listed is illegal and returns a *TransitionError.
 var transitions = []Rule{
 	{Queued, Offer, Offered, 0},
+	{Queued, Assign, Active, 0},
 	{Queued, CustomerReply, Queued, 0},
 	{Queued, Resolve, Resolved, 0},
 	{Queued, Close, Closed, 0},
 
 	{Offered, Accept, Active, 0},
+	{Offered, Assign, Active, 0},
 	{Offered, Decline, Active, Queued},
 	{Offered, Expire, Active, Queued},
 	{Offered, CustomerReply, Offered, 0},
@@ -122,7 +146,8 @@ var transitions = []Rule{
 	{Active, AgentReply, Active, 0},
 	{Active, WaitOnCustomer, Pending, 0},
 	{Active, Snooze, Snoozed, 0},
-	{Active, Transfer, Offered, 0},
+	{Active, Transfer, Active, 0},
+	{Active, OfferTransfer, Offered, 0},
 	{Active, Requeue, Queued, 0},
 	{Active, Resolve, Resolved, 0},
 	{Active, Close, Closed, 0},
@@ -130,7 +155,8 @@ var transitions = []Rule{
 	{Pending, CustomerReply, Active, 0},
 	{Pending, AgentReply, Pending, 0},
 	{Pending, Snooze, Snoozed, 0},
-	{Pending, Transfer, Offered, 0},
+	{Pending, Transfer, Active, 0},
+	{Pending, OfferTransfer, Offered, 0},
 	{Pending, Requeue, Queued, 0},
 	{Pending, Resolve, Resolved, 0},
 	{Pending, Close, Closed, 0},

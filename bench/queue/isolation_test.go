@@ -65,7 +65,7 @@ func BenchmarkIsolation(b *testing.B) {
 			return system{
 				push: func(tier int, v time.Duration) error { return q.Push("", tier, v) },
 				stop: func() {
-					if _, err := p.Shutdown(context.Background()); err != nil {
+					if err := p.Shutdown(context.Background()); err != nil {
 						b.Fatal(err)
 					}
 				},

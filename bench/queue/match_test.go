@@ -139,7 +139,7 @@ func newMatchWorld(tb testing.TB, seed uint64) *matchWorld {
 			w.reqs[i].RequiredSkills = info.Skills[:1]
 			w.cls[i].RequiredSkills = info.Skills[:1]
 			w.key[i] = w.reqs[i].Class()
-			if err := asg.AssignManual(w.reqs[i].ConversationID, info.ID, false); err != nil {
+			if err := asg.AssignManual(router.Request{ConversationID: w.reqs[i].ConversationID}, info.ID, false); err != nil {
 				tb.Fatal(err)
 			}
 			w.held.push(i)

@@ -89,7 +89,7 @@ func benchSwitchboard(b *testing.B) {
 	<-c.done
 	report(b, start)
 	b.StopTimer()
-	if _, err := p.Shutdown(ctx); err != nil {
+	if err := p.Shutdown(ctx); err != nil {
 		b.Fatal(err)
 	}
 }
