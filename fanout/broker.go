@@ -11,12 +11,17 @@ import (
 // (even after the publishing node died), and presence is shared.
 //
 // A Broker is used by exactly one Bus, which calls Start once before any
-// other method. All methods must be safe for concurrent use.
+// other method and Shutdown (or Close) last. All methods must be safe for
+// concurrent use. Every method that reaches the network takes the caller's
+// ctx first and must return once ctx is done, with an error wrapping
+// ctx.Err(). A Broker follows the package's lifecycle convention (see
+// "Lifecycle" in the package doc): Shutdown, Close and Ready.
 type Broker interface {
 	// Start begins delivering, for subscribed topics only, publications and
-	// presence events to h. Deliveries for one topic are made from one
-	// goroutine at a time, in offset order; h's methods must not block for
-	// long (the bus dispatches without blocking).
+	// presence events to h, from goroutines the broker owns. Deliveries for
+	// one topic are made from one goroutine at a time, in offset order. h's
+	// methods only queue work for the bus and return at once. Start makes
+	// no network call.
 	Start(h BrokerHandler) error
 	// Publish assigns the next offset (and the current epoch) for topic,
 	// appends the publication to the topic's history according to hist,
@@ -46,12 +51,25 @@ type Broker interface {
 	// Members lists the members of topic. Members whose TTL expired are
 	// removed first, and a Leave event is sent for each of them once.
 	Members(ctx context.Context, topic string) ([]Member, error)
-	// Close stops deliveries and releases connections.
+	// Ready returns nil while the broker can serve, else an error saying
+	// why (closed, connection to its backend lost). It must not block or
+	// make a network call; the bus's Ready wraps it.
+	Ready() error
+	// Shutdown stops deliveries and releases connections, waiting within
+	// ctx for work in progress; when it returns, no goroutine of the broker
+	// runs and no BrokerHandler method is called. When ctx ends first it
+	// returns an error wrapping ctx.Err() after stopping anyway. It is
+	// idempotent.
+	Shutdown(ctx context.Context) error
+	// Close is Shutdown with an already-canceled context: it stops at once
+	// and returns only errors from releasing resources. It is idempotent.
 	Close() error
 }
 
 // BrokerHandler receives what a Broker delivers. It is implemented by the
-// Bus; a Broker implementation calls it.
+// Bus; a Broker implementation calls it from its own goroutines. Every
+// method only queues work for the bus's delivery goroutines and returns
+// without blocking on subscribers or the network.
 type BrokerHandler interface {
 	// HandlePublication delivers a publication to local subscribers.
 	HandlePublication(p Publication)
@@ -62,6 +80,7 @@ type BrokerHandler interface {
 	// returns true (nil: all topics) may have been missed, or the history
 	// and epoch may be gone, so the bus re-synchronises those topics from
 	// History and disconnects their subscribers with ErrInsufficientState
-	// where it cannot. It may block while it reads the history.
+	// where it cannot. The history is read by the bus's delivery
+	// goroutines: HandleReconnect itself does not block.
 	HandleReconnect(affected func(topic string) bool)
 }

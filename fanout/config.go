@@ -35,20 +35,30 @@ type Config struct {
 	Broker Broker
 	// NodeID names this node in logs. Default: a random ID.
 	NodeID string
-	// Clock is the time source. Default: the system clock.
-	Clock Clock
 	// Observer receives metrics and logs. Default nil: off, zero cost.
 	Observer *observe.Observer
 	// OnDisconnect, when set, is called once for every subscription the bus
-	// closes by itself (ErrSlowSubscriber, ErrInsufficientState,
-	// ErrShutdown) — not for Unsubscribe/Close by the host. It runs on the
-	// dispatching goroutine, never under a bus lock, and must not block.
+	// closes on its own while running: reason ErrSlowSubscriber or
+	// ErrInsufficientState, so the host can make the client reconnect and
+	// recover. It is not called for what the host did itself: Unsubscribe,
+	// Subscription.Close, or Shutdown/Close of the bus (those subscriptions
+	// end with ErrUnsubscribed or ErrShutdown, visible through Done and
+	// Err). It runs on the bus's delivery goroutine of the subscription's
+	// topic, in order with that topic's deliveries, never on a goroutine
+	// that is inside a Bus method and never under a bus lock, so it may
+	// take the host's own locks and call any Bus method. It must not block
+	// for long: the same goroutine delivers other topics.
 	OnDisconnect func(sub *Subscription, reason error)
-	// SweepInterval is how often expired presence members and idle topics
-	// are swept. Default 1s.
+	// SweepInterval is how often expired presence members, expired history
+	// and idle topics are swept (and, with a Broker, topics without local
+	// subscribers unsubscribed from it). Default 1s.
 	SweepInterval time.Duration
-	// BrokerTimeout bounds each broker call made by methods without a
-	// context (Publish, Subscribe, Recover, presence). Default 5s.
+	// BrokerTimeout bounds each broker call the bus makes on its own, with
+	// no caller's context to bound it: reading a topic's position when
+	// this node first subscribes to it, filling gaps and re-synchronising
+	// after a broker reconnect, presence sweeps, and unsubscribing idle
+	// topics. Calls made for a Bus method are bounded by that method's ctx
+	// (and the broker's own timeouts) only. Default 5s.
 	BrokerTimeout time.Duration
 }
 
@@ -82,9 +92,6 @@ func (c Config) withDefaults() (Config, error) {
 	if c.NodeID == "" {
 		c.NodeID = randomID()
 	}
-	if c.Clock == nil {
-		c.Clock = systemClock{}
-	}
 	if c.SweepInterval == 0 {
 		c.SweepInterval = DefaultSweepInterval
 	}
@@ -103,14 +110,20 @@ type SubscribeOptions struct {
 	// Policy applies when the buffer is full. Default Config.DefaultPolicy.
 	Policy Policy
 	// OnPublication, when set, replaces the channel: the bus calls it for
-	// every publication, in offset order, on the dispatching goroutine and
-	// never under a bus lock. It must not block (hand the payload to a
-	// bounded, non-blocking writer such as a connection's write queue) and
-	// must not keep or modify the payload beyond its immutability contract.
-	// It may call any Bus or Subscription method.
+	// every publication, in offset order, one call at a time, on the bus's
+	// delivery goroutine of the topic — never on a goroutine that is inside
+	// a Bus method (Publish returns before it runs) and never under a bus
+	// lock, so it may take the host's own locks and call any Bus or
+	// Subscription method. It must not block (hand the payload to a
+	// bounded, non-blocking writer such as a connection's write queue): the
+	// same goroutine delivers other topics. It must not keep or modify the
+	// payload beyond its immutability contract. It is not called after the
+	// subscription's Close or Unsubscribe has returned, except for a call
+	// already in progress, nor after the bus's Shutdown has returned.
 	OnPublication func(Publication)
 	// OnPresence, when set, receives join/leave events of the topic, in
-	// order with publications, under the same rules as OnPublication.
+	// order with publications, on the same goroutine and under the same
+	// rules as OnPublication.
 	OnPresence func(PresenceEvent)
 	// Value is an opaque host value (for example the connection) returned
 	// by Subscription.Value.

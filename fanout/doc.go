@@ -20,15 +20,58 @@
 // (SubscribeOptions.OnPublication) that typically writes into a
 // connection's own bounded write queue.
 //
-// Per topic, deliveries are serialised: whichever goroutine finds the
-// topic idle becomes its dispatcher and delivers every queued publication,
-// subscription change and presence event in order, outside any lock;
-// concurrent publishers only enqueue. Every subscriber therefore sees
-// offsets in increasing order, and callbacks may call back into the bus.
+// Per topic, deliveries are serialised: Publish (and Subscribe,
+// Unsubscribe, presence changes, the broker) only enqueue; one of the
+// bus's delivery goroutines (one per GOMAXPROCS, each topic always served
+// by the same one) applies the topic's queue in order, outside any lock.
+// Every subscriber therefore sees offsets in increasing order.
+//
+// # Callbacks
+//
+// SubscribeOptions.OnPublication, SubscribeOptions.OnPresence and
+// Config.OnDisconnect all run on the delivery goroutine of their topic,
+// one at a time per topic, in order. None is ever called on a goroutine
+// that is inside a Bus or Subscription method (Publish returns before the
+// publication's callbacks run), and none under a bus lock: a host may hold
+// its own mutex around a Bus call and take the same mutex in a callback,
+// and a callback may call any Bus method but Shutdown and Close (which
+// wait for the delivery goroutines to finish). Callbacks must not block for
+// long: the same goroutine serves other topics. After a subscription's
+// Close returns it gets no further call (one already running finishes);
+// after Bus.Shutdown or Close returns no callback runs at all.
+//
+// # Contexts
+//
+// Every method that may reach the network through the Broker (Subscribe,
+// Publish, Recover, Position, Join, Refresh, Leave, Members) takes the
+// caller's ctx first, as go-redis does, and passes it to the broker: a ctx
+// that ends first makes the call return an error wrapping ctx.Err().
+// Without a Broker they make no network call, and a ctx already done
+// still returns ctx.Err(). The broker calls the bus makes on its own
+// (reading a topic's position, filling gaps after a reconnect, sweeps) are
+// bounded by Config.BrokerTimeout and cancelled by Shutdown.
+//
+// # Lifecycle
+//
+// Like every long-lived component of Switchboard, a Bus (and a Broker such
+// as fanout/redisbroker's) has three methods:
+//
+//   - Shutdown(ctx) stops gracefully within ctx: intake stops, what was
+//     accepted is delivered, subscriptions close with ErrShutdown, the
+//     broker shuts down. It is idempotent; when it returns no goroutine of
+//     the component runs and no callback fires. When ctx ends first it
+//     stops waiting and returns an error wrapping ctx.Err().
+//   - Close() stops immediately: Shutdown with an already-canceled
+//     context. It is idempotent and returns only errors from releasing
+//     resources.
+//   - Ready() returns nil while the component serves, else an error: for
+//     the bus ErrClosed once shutting down, or ErrBrokerUnavailable
+//     wrapping the broker's reason (a lost Redis connection). It does not
+//     block, so a /readyz probe can call it.
 //
 // A topic may keep a history ring (HistoryOptions: Size and TTL, per bus or
 // per topic with SetTopicOptions). A client that reconnects calls
-// Recover(topic, lastOffset, epoch) and gets exactly the publications it
+// Recover(ctx, topic, lastOffset, epoch) and gets exactly the publications it
 // missed, or ErrRecoveryGap when the history no longer covers them (or the
 // epoch differs) and it must reload its state. Subscribe before Recover and
 // skip live publications with an offset already recovered.
@@ -53,9 +96,10 @@
 // # Errors
 //
 // ErrClosed, ErrInvalidTopic, ErrRecoveryGap (with *GapError details),
-// ErrNotMember; subscription close reasons: ErrUnsubscribed,
-// ErrSlowSubscriber, ErrInsufficientState, ErrShutdown. Broker errors are
-// returned as they are.
+// ErrNotMember, ErrBrokerUnavailable (from Ready); subscription close
+// reasons: ErrUnsubscribed, ErrSlowSubscriber, ErrInsufficientState,
+// ErrShutdown. Broker errors are returned as they are (wrapping ctx.Err()
+// when the caller's ctx ended first).
 //
 // # Metrics
 //

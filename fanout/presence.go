@@ -9,25 +9,29 @@ import (
 
 // Join adds member to topic for ttl (refreshing it when already present)
 // and, when it is new, sends a Join event to the topic's subscribers on
-// every node. The owner must call Refresh (or Join) before ttl elapses, so a
+// every node (delivered on the bus's delivery goroutine, after Join
+// returns). The owner must call Refresh (or Join) before ttl elapses, so a
 // crashed owner's members disappear with a Leave event. ttl must be > 0.
-func (b *Bus) Join(name string, m Member, ttl time.Duration) error {
-	if err := b.presenceArgs(name, m.ID, ttl); err != nil {
+// With a Broker it is one round trip bounded by ctx (an error wrapping
+// ctx.Err() when ctx ends first); without one, a ctx already done returns
+// ctx.Err().
+func (b *Bus) Join(ctx context.Context, name string, m Member, ttl time.Duration) error {
+	if err := b.presenceArgs(ctx, name, m.ID, ttl); err != nil {
 		return err
 	}
+	t := b.lockTopic(name, true)
+	if t == nil {
+		return ErrClosed
+	}
 	if b.broker != nil {
-		t := b.lockTopic(name, true)
 		t.presenceUse = true
 		t.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.BrokerTimeout)
-		defer cancel()
 		return b.broker.Join(ctx, name, m, ttl)
 	}
-	t := b.lockTopic(name, true)
 	if t.members == nil {
 		t.members = map[string]*presence{}
 	}
-	exp := b.clock.Now().Add(ttl)
+	exp := time.Now().Add(ttl)
 	if p, ok := t.members[m.ID]; ok {
 		p.m, p.expires = m, exp
 		t.mu.Unlock()
@@ -41,14 +45,13 @@ func (b *Bus) Join(name string, m Member, ttl time.Duration) error {
 
 // Refresh extends a present member's TTL to ttl from now, without an
 // event. It returns ErrNotMember when the member is absent (for example
-// already expired: Join again).
-func (b *Bus) Refresh(name, memberID string, ttl time.Duration) error {
-	if err := b.presenceArgs(name, memberID, ttl); err != nil {
+// already expired: Join again). With a Broker it is one round trip bounded
+// by ctx.
+func (b *Bus) Refresh(ctx context.Context, name, memberID string, ttl time.Duration) error {
+	if err := b.presenceArgs(ctx, name, memberID, ttl); err != nil {
 		return err
 	}
 	if b.broker != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.BrokerTimeout)
-		defer cancel()
 		return b.broker.Refresh(ctx, name, memberID, ttl)
 	}
 	t := b.lockTopic(name, false)
@@ -60,19 +63,18 @@ func (b *Bus) Refresh(name, memberID string, ttl time.Duration) error {
 	if !ok {
 		return ErrNotMember
 	}
-	p.expires = b.clock.Now().Add(ttl)
+	p.expires = time.Now().Add(ttl)
 	return nil
 }
 
 // Leave removes a member and sends a Leave event to the topic's
-// subscribers on every node. It returns ErrNotMember when absent.
-func (b *Bus) Leave(name, memberID string) error {
-	if err := b.presenceArgs(name, memberID, time.Second); err != nil {
+// subscribers on every node. It returns ErrNotMember when absent. With a
+// Broker it is one round trip bounded by ctx.
+func (b *Bus) Leave(ctx context.Context, name, memberID string) error {
+	if err := b.presenceArgs(ctx, name, memberID, time.Second); err != nil {
 		return err
 	}
 	if b.broker != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.BrokerTimeout)
-		defer cancel()
 		return b.broker.Leave(ctx, name, memberID)
 	}
 	t := b.lockTopic(name, false)
@@ -91,14 +93,14 @@ func (b *Bus) Leave(name, memberID string) error {
 }
 
 // Members returns the topic's present members sorted by ID. Expired
-// members are removed first (with a Leave event each).
-func (b *Bus) Members(name string) ([]Member, error) {
-	if !validTopic(name) {
-		return nil, ErrInvalidTopic
+// members are removed first (with a Leave event each). With a Broker it is
+// one round trip bounded by ctx (an error wrapping ctx.Err() when ctx ends
+// first); without one, a ctx already done returns ctx.Err().
+func (b *Bus) Members(ctx context.Context, name string) ([]Member, error) {
+	if err := b.intake(ctx, name); err != nil {
+		return nil, err
 	}
 	if b.broker != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.BrokerTimeout)
-		defer cancel()
 		ms, err := b.broker.Members(ctx, name)
 		if err != nil {
 			return nil, err
@@ -111,7 +113,7 @@ func (b *Bus) Members(name string) ([]Member, error) {
 		return nil, nil
 	}
 	t.mu.Unlock()
-	b.expirePresence(t, b.clock.Now())
+	b.expirePresence(t, time.Now())
 	t.mu.Lock()
 	out := make([]Member, 0, len(t.members))
 	for _, p := range t.members {
@@ -132,26 +134,22 @@ func (b *Bus) expirePresence(t *topic, now time.Time) {
 			gone = append(gone, p.m)
 		}
 	}
-	if len(gone) == 0 {
+	if len(gone) == 0 || t.shut {
 		t.mu.Unlock()
 		return
 	}
 	sort.Slice(gone, func(i, j int) bool { return gone[i].ID < gone[j].ID })
-	for _, m := range gone {
+	for _, m := range gone[:len(gone)-1] {
 		b.m.presenceEvent(Leave)
 		t.ops = append(t.ops, op{kind: opPresence, ev: PresenceEvent{Topic: t.name, Kind: Leave, Member: m}})
 	}
-	last := t.ops[len(t.ops)-1]
-	t.ops = t.ops[:len(t.ops)-1]
-	b.enqueueLocked(t, last)
+	b.m.presenceEvent(Leave)
+	b.enqueueLocked(t, op{kind: opPresence, ev: PresenceEvent{Topic: t.name, Kind: Leave, Member: gone[len(gone)-1]}})
 }
 
-func (b *Bus) presenceArgs(name, id string, ttl time.Duration) error {
-	if b.closed.Load() {
-		return ErrClosed
-	}
-	if !validTopic(name) {
-		return ErrInvalidTopic
+func (b *Bus) presenceArgs(ctx context.Context, name, id string, ttl time.Duration) error {
+	if err := b.intake(ctx, name); err != nil {
+		return err
 	}
 	if id == "" {
 		return errors.New("fanout: Member.ID must not be empty")

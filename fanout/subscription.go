@@ -18,8 +18,11 @@ type Subscription struct {
 	policy     Policy
 	value      any
 
-	// idx is the position in t.subs; owned by the topic's dispatcher.
-	idx int
+	// idx is the position in t.subs and finished says the subscription was
+	// finished; both owned by the topic's delivery goroutine (finished is
+	// set before the subscription is handed to it when Subscribe fails).
+	idx      int
+	finished bool
 
 	closing atomic.Bool
 	reason  atomic.Pointer[error]
@@ -57,14 +60,16 @@ func (s *Subscription) Err() error {
 // subscriber by the DropOldest or DropNewest policy.
 func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
 
-// Close unsubscribes; same as Bus.Unsubscribe(s). It does not block on
-// deliveries in progress: C is closed and Done fires once the topic's
-// current dispatch, if any, has finished. Closing twice is a no-op.
+// Close unsubscribes; same as Bus.Unsubscribe(s). It makes no network call
+// and does not block on deliveries: C is closed and Done fires once the
+// topic's delivery goroutine reaches the removal, and nothing is delivered
+// after Close returns except a callback already running. Closing twice is
+// a no-op.
 func (s *Subscription) Close() error { return s.bus.Unsubscribe(s) }
 
 // deliver hands p to the subscriber without blocking. It returns false when
 // the subscription must be disconnected (Disconnect policy overflow).
-// Called only by the topic's dispatcher.
+// Called only by the topic's delivery goroutine.
 func (s *Subscription) deliver(p *Publication, m *metrics) bool {
 	if s.onPub != nil {
 		s.onPub(*p)
@@ -103,8 +108,8 @@ func (s *Subscription) deliver(p *Publication, m *metrics) bool {
 	}
 }
 
-// finish closes the delivery side; called once by the dispatcher that
-// removed s from its topic.
+// finish closes the delivery side; called once, by the delivery goroutine
+// that removed s from its topic or by Subscribe when it fails.
 func (s *Subscription) finish(reason error) {
 	s.reason.CompareAndSwap(nil, &reason)
 	if s.ch != nil {

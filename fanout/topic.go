@@ -13,7 +13,7 @@ const (
 	opPublish  opKind = iota + 1 // deliver pub (local: already sequenced)
 	opRemote                     // pub from the broker: check sequence first
 	opResync                     // re-read the broker position and fill gaps
-	opSync                       // start tracking the broker position afresh
+	opSync                       // start tracking the broker position from pos
 	opAdd                        // add sub
 	opRemove                     // remove sub with reason
 	opPresence                   // deliver ev
@@ -22,6 +22,7 @@ const (
 
 type op struct {
 	kind   opKind
+	pos    Position
 	pub    Publication
 	sub    *Subscription
 	ev     PresenceEvent
@@ -30,19 +31,22 @@ type op struct {
 
 // topic holds one topic's subscribers, sequence, history and presence.
 //
-// Every change to what subscribers see goes through ops: whoever enqueues an
-// op while no dispatch is running becomes the dispatcher and applies ops in
-// order, outside the lock, until the queue is empty. So deliveries for a
-// topic are serialised and in order, callbacks never run under a lock, and a
-// callback that publishes or unsubscribes just enqueues.
+// Every change to what subscribers see goes through ops: enqueueLocked
+// appends an op and queues the topic on its worker, the bus's delivery
+// goroutine for it, which applies the ops in order, outside the lock. So
+// deliveries for a topic are serialised and in order, callbacks never run
+// under a lock nor on a goroutine inside a Bus method, and a callback that
+// publishes or unsubscribes just enqueues.
 type topic struct {
 	name string
 	sh   *shard
+	w    *worker
 
 	mu          sync.Mutex
 	ops, spare  []op
-	dispatching bool
-	removed     bool
+	queued      bool   // on w.ready or being drained
+	removed     bool   // dropped from the shard by the sweeper
+	shut        bool   // Shutdown queued opCloseAll: no new deliveries
 	offset      uint64 // local mode: last assigned offset
 	epoch       string // local mode: epoch
 	hist        ring   // local mode
@@ -53,10 +57,12 @@ type topic struct {
 
 	nsubs atomic.Int64 // registered (not yet removed) subscriptions
 
-	brokerMu     sync.Mutex
-	brokerSubbed bool
+	// brokerSem (capacity 1) serialises broker subscribe/unsubscribe of
+	// the topic; a channel so that waiting for it respects a ctx.
+	brokerSem    chan struct{}
+	brokerSubbed atomic.Bool
 
-	// Owned by the dispatcher.
+	// Owned by the delivery goroutine.
 	subs    []*Subscription
 	last    Position // broker mode: last delivered position
 	scratch []*Subscription
@@ -67,35 +73,13 @@ type presence struct {
 	expires time.Time
 }
 
-// enqueueLocked appends o and, unless another goroutine is dispatching,
-// dispatches until the queue is empty. Called with t.mu held; returns with
-// it released.
-func (b *Bus) enqueueLocked(t *topic, o op) {
-	t.ops = append(t.ops, o)
-	if t.dispatching {
-		t.mu.Unlock()
-		return
-	}
-	t.dispatching = true
-	for {
-		batch := t.ops
-		t.ops = t.spare[:0]
-		t.mu.Unlock()
-		for i := range batch {
-			b.apply(t, &batch[i])
-			batch[i] = op{}
-		}
-		t.mu.Lock()
-		t.spare = batch[:0]
-		if len(t.ops) == 0 {
-			t.dispatching = false
-			t.mu.Unlock()
-			return
-		}
-	}
-}
-
 func (b *Bus) apply(t *topic, o *op) {
+	if b.abandon.Load() {
+		switch o.kind {
+		case opPublish, opRemote, opResync, opSync, opPresence:
+			return // Shutdown stopped waiting: close subscriptions only
+		}
+	}
 	switch o.kind {
 	case opPublish:
 		b.fanout(t, &o.pub)
@@ -104,24 +88,20 @@ func (b *Bus) apply(t *topic, o *op) {
 	case opResync:
 		b.resync(t)
 	case opSync:
-		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.BrokerTimeout)
-		_, pos, err := b.broker.History(ctx, t.name, 0, -1)
-		cancel()
-		if err != nil {
-			pos = Position{} // accept whatever arrives first
+		// pos was read by Subscribe after the broker subscription, so what
+		// is published later arrives as opRemote and continues from it.
+		// Publications applied meanwhile may have moved past it already.
+		if t.last.Epoch != o.pos.Epoch || t.last.Offset < o.pos.Offset {
+			t.last = o.pos
 		}
-		t.last = pos
 	case opAdd:
+		// Added even if the host closed it meanwhile: its remove op (or
+		// Shutdown's close) follows and finishes it; fanout skips it.
 		s := o.sub
-		if s.closing.Load() {
-			// Closed before it was ever added: the remove op already ran
-			// or will find idx < 0.
-			return
-		}
 		s.idx = len(t.subs)
 		t.subs = append(t.subs, s)
 	case opRemove:
-		b.removeSub(t, o.sub, o.reason)
+		b.removeSub(t, o.sub, o.reason, false)
 	case opPresence:
 		for _, s := range t.subs {
 			if s.onPresence != nil && !s.closing.Load() {
@@ -137,13 +117,19 @@ func (b *Bus) apply(t *topic, o *op) {
 func (b *Bus) fanout(t *topic, p *Publication) {
 	m := b.m
 	drop := t.scratch[:0]
+	n := 0
 	for _, s := range t.subs {
-		if !s.deliver(p, m) {
+		switch {
+		case s.closing.Load():
+			// Closed by the host; its remove op follows.
+		case s.deliver(p, m):
+			n++
+		default:
 			drop = append(drop, s)
 		}
 	}
 	if m != nil {
-		m.delivered(len(t.subs)-len(drop), b.clock.Now().Sub(p.Time))
+		m.delivered(n, time.Since(p.Time))
 	}
 	for i, s := range drop {
 		drop[i] = nil
@@ -152,17 +138,23 @@ func (b *Bus) fanout(t *topic, p *Publication) {
 	t.scratch = drop[:0]
 }
 
-// disconnect closes s for reason and tells the host. Dispatcher only.
+// disconnect closes s for reason and tells the host. Delivery goroutine
+// only.
 func (b *Bus) disconnect(t *topic, s *Subscription, reason error) {
 	if !s.closing.CompareAndSwap(false, true) {
 		// The host is closing it concurrently; its remove op finishes it.
 		return
 	}
-	b.removeSub(t, s, reason)
+	b.removeSub(t, s, reason, true)
 }
 
-// removeSub removes s from t.subs (if added) and finishes it. Dispatcher only.
-func (b *Bus) removeSub(t *topic, s *Subscription, reason error) {
+// removeSub removes s from t.subs (if added) and finishes it, once. With
+// notify, and unless Shutdown has begun, OnDisconnect is called. Delivery
+// goroutine only.
+func (b *Bus) removeSub(t *topic, s *Subscription, reason error, notify bool) {
+	if s.finished {
+		return
+	}
 	if s.idx >= 0 && s.idx < len(t.subs) && t.subs[s.idx] == s {
 		last := len(t.subs) - 1
 		t.subs[s.idx] = t.subs[last]
@@ -171,18 +163,28 @@ func (b *Bus) removeSub(t *topic, s *Subscription, reason error) {
 		t.subs = t.subs[:last]
 	}
 	s.idx = -1
+	s.finished = true
 	s.finish(reason)
-	b.subRemoved(t)
-	if reason != ErrUnsubscribed && b.cfg.OnDisconnect != nil {
+	b.m.subsDelta(-1)
+	t.nsubs.Add(-1)
+	if notify && b.cfg.OnDisconnect != nil && !b.closed.Load() {
 		b.cfg.OnDisconnect(s, reason)
 	}
 }
 
+// closeAll closes every subscription of t with reason. For ErrShutdown it
+// also finishes those the host is closing concurrently (their remove op may
+// never be applied), with the reason the host gave.
 func (b *Bus) closeAll(t *topic, reason error) {
 	subs := append(t.scratch[:0], t.subs...)
 	for i, s := range subs {
 		subs[i] = nil
-		b.disconnect(t, s, reason)
+		switch {
+		case s.closing.CompareAndSwap(false, true):
+			b.removeSub(t, s, reason, reason != ErrShutdown)
+		case reason == ErrShutdown:
+			b.removeSub(t, s, ErrUnsubscribed, false)
+		}
 	}
 	t.scratch = subs[:0]
 }
@@ -214,7 +216,7 @@ func (b *Bus) resync(t *topic) {
 	if len(t.subs) == 0 && t.last.Epoch == "" {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.BrokerTimeout)
+	ctx, cancel := context.WithTimeout(b.life, b.cfg.BrokerTimeout)
 	_, pos, err := b.broker.History(ctx, t.name, 0, -1)
 	cancel()
 	switch {
@@ -233,7 +235,7 @@ func (b *Bus) resync(t *topic) {
 // from the broker history. It returns false (after disconnecting the
 // subscribers) when the history cannot fill the gap.
 func (b *Bus) fill(t *topic, upto uint64) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.BrokerTimeout)
+	ctx, cancel := context.WithTimeout(b.life, b.cfg.BrokerTimeout)
 	pubs, pos, err := b.broker.History(ctx, t.name, t.last.Offset, int(upto-t.last.Offset))
 	cancel()
 	if err != nil {

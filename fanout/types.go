@@ -27,8 +27,10 @@ type Publication struct {
 
 // Position is a point in a topic's stream: the last offset of an epoch.
 type Position struct {
+	// Offset is the last assigned offset (0: nothing published yet).
 	Offset uint64
-	Epoch  string
+	// Epoch is the stream generation Offset belongs to.
+	Epoch string
 }
 
 // Policy says what happens when a subscriber's bounded buffer is full.
@@ -41,8 +43,8 @@ const (
 	// DropNewest discards the new publication for this subscriber only.
 	DropNewest
 	// Disconnect closes the subscription with ErrSlowSubscriber; the host
-	// is told through Config.OnDisconnect and should make the client
-	// reconnect and recover.
+	// is told through Config.OnDisconnect (on the delivery goroutine) and
+	// should make the client reconnect and recover.
 	Disconnect
 )
 
@@ -114,14 +116,18 @@ func (k PresenceKind) String() string {
 
 // PresenceEvent reports a join or leave on a topic.
 type PresenceEvent struct {
-	Topic  string
-	Kind   PresenceKind
+	// Topic the member joined or left.
+	Topic string
+	// Kind says whether it joined or left.
+	Kind PresenceKind
+	// Member is the member as it joined (Info included on leave).
 	Member Member
 }
 
 // Errors returned by the bus. Compare with errors.Is.
 var (
-	// ErrClosed: the bus is shut down, or the subscription is closed.
+	// ErrClosed: the bus is shutting down or shut down (returned by every
+	// method, Ready included, once Shutdown or Close has begun).
 	ErrClosed = errors.New("fanout: closed")
 	// ErrRecoveryGap: the history no longer covers the requested range or
 	// the epoch changed; the client must reload state instead of recovering.
@@ -137,8 +143,13 @@ var (
 	// ErrUnsubscribed is the reason of a subscription closed by
 	// Unsubscribe or Subscription.Close.
 	ErrUnsubscribed = errors.New("fanout: unsubscribed")
-	// ErrShutdown is the reason of subscriptions closed by Bus.Shutdown.
+	// ErrShutdown is the reason of subscriptions closed by Bus.Shutdown or
+	// Bus.Close.
 	ErrShutdown = errors.New("fanout: shutdown")
+	// ErrBrokerUnavailable is wrapped by Bus.Ready, together with the
+	// broker's own error, when the broker is not ready (for example its
+	// connection to Redis is lost).
+	ErrBrokerUnavailable = errors.New("fanout: broker unavailable")
 	// ErrNotMember: Refresh or Leave named a member that is not present.
 	ErrNotMember = errors.New("fanout: not a member")
 	// ErrInvalidTopic: the topic is empty or longer than MaxTopicLen.

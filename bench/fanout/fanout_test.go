@@ -36,18 +36,28 @@ func BenchmarkFanout10k(b *testing.B) {
 		defer func() { b.StopTimer(); _ = bus.Close() }()
 		cs := make([]counter, subs)
 		for i := range cs {
-			if _, err := bus.Subscribe("room", fanout.SubscribeOptions{OnPublication: cs[i].on}); err != nil {
+			if _, err := bus.Subscribe(b.Context(), "room", fanout.SubscribeOptions{OnPublication: cs[i].on}); err != nil {
 				b.Fatal(err)
 			}
+		}
+		// Delivered last (subscribed last): signals the end of the fan-out.
+		last := make(chan struct{})
+		if _, err := bus.Subscribe(b.Context(), "room", fanout.SubscribeOptions{OnPublication: func(p fanout.Publication) {
+			if p.Offset == uint64(b.N) {
+				close(last)
+			}
+		}}); err != nil {
+			b.Fatal(err)
 		}
 		b.ReportAllocs()
 		b.ResetTimer()
 		start := time.Now()
 		for range b.N {
-			if _, err := bus.Publish("room", payload); err != nil {
+			if _, err := bus.Publish(b.Context(), "room", payload); err != nil {
 				b.Fatal(err)
 			}
 		}
+		<-last // delivery runs on the bus's goroutine, after Publish returns
 		el := time.Since(start)
 		b.StopTimer()
 		total := 0
@@ -65,7 +75,7 @@ func BenchmarkFanout10k(b *testing.B) {
 		var wg sync.WaitGroup
 		sl := make([]*fanout.Subscription, subs)
 		for i := range sl {
-			s, err := bus.Subscribe("room", fanout.SubscribeOptions{Policy: fanout.DropOldest})
+			s, err := bus.Subscribe(b.Context(), "room", fanout.SubscribeOptions{Policy: fanout.DropOldest})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -78,15 +88,26 @@ func BenchmarkFanout10k(b *testing.B) {
 				}
 			}()
 		}
+		// Delivered last (subscribed last): signals the end of the fan-out.
+		last := make(chan struct{})
+		if _, err := bus.Subscribe(b.Context(), "room", fanout.SubscribeOptions{OnPublication: func(p fanout.Publication) {
+			if p.Offset == uint64(b.N) {
+				close(last)
+			}
+		}}); err != nil {
+			b.Fatal(err)
+		}
 		b.ReportAllocs()
 		b.ResetTimer()
 		start := time.Now()
 		for range b.N {
-			if _, err := bus.Publish("room", payload); err != nil {
+			if _, err := bus.Publish(b.Context(), "room", payload); err != nil {
 				b.Fatal(err)
 			}
 		}
-		// Deliveries are final when Publish returns; wait for the readers.
+		// Deliveries (and drops) are final once the last subscriber has
+		// the last publication; wait for the readers.
+		<-last
 		var dropped uint64
 		for _, s := range sl {
 			dropped += s.Dropped()
@@ -146,17 +167,22 @@ func BenchmarkLastDelivered100k(b *testing.B) {
 		defer func() { b.StopTimer(); _ = bus.Close() }()
 		cs := make([]counter, subs)
 		for i := range cs {
-			if _, err := bus.Subscribe("room", fanout.SubscribeOptions{OnPublication: cs[i].on}); err != nil {
+			if _, err := bus.Subscribe(b.Context(), "room", fanout.SubscribeOptions{OnPublication: cs[i].on}); err != nil {
 				b.Fatal(err)
 			}
+		}
+		// Delivered last (subscribed last): tells when the fan-out is done.
+		done := make(chan struct{}, 1)
+		if _, err := bus.Subscribe(b.Context(), "room", fanout.SubscribeOptions{OnPublication: func(fanout.Publication) { done <- struct{}{} }}); err != nil {
+			b.Fatal(err)
 		}
 		b.ReportAllocs()
 		b.ResetTimer()
 		for range b.N {
-			// Without contention Publish returns after the last delivery.
-			if _, err := bus.Publish("room", payload); err != nil {
+			if _, err := bus.Publish(b.Context(), "room", payload); err != nil {
 				b.Fatal(err)
 			}
+			<-done // the bus's delivery goroutine reached the last subscriber
 		}
 	})
 	b.Run("impl=switchboard/chan", func(b *testing.B) {
@@ -165,7 +191,7 @@ func BenchmarkLastDelivered100k(b *testing.B) {
 		var wg sync.WaitGroup
 		var got sync.WaitGroup
 		for range subs {
-			s, err := bus.Subscribe("room", fanout.SubscribeOptions{Buffer: 4})
+			s, err := bus.Subscribe(b.Context(), "room", fanout.SubscribeOptions{Buffer: 4})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -181,7 +207,7 @@ func BenchmarkLastDelivered100k(b *testing.B) {
 		b.ResetTimer()
 		for range b.N {
 			got.Add(subs)
-			if _, err := bus.Publish("room", payload); err != nil {
+			if _, err := bus.Publish(b.Context(), "room", payload); err != nil {
 				b.Fatal(err)
 			}
 			got.Wait()
@@ -226,11 +252,11 @@ func TestDeliveryAllocs(t *testing.T) {
 	defer bus.Close()
 	cs := make([]counter, 1000)
 	for i := range cs {
-		if _, err := bus.Subscribe("room", fanout.SubscribeOptions{OnPublication: cs[i].on}); err != nil {
+		if _, err := bus.Subscribe(t.Context(), "room", fanout.SubscribeOptions{OnPublication: cs[i].on}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if a := testing.AllocsPerRun(100, func() { _, _ = bus.Publish("room", payload) }); a != 0 {
+	if a := testing.AllocsPerRun(100, func() { _, _ = bus.Publish(t.Context(), "room", payload) }); a != 0 {
 		t.Fatalf("%v allocations per publish to 1000 subscribers", a)
 	}
 }

@@ -132,7 +132,7 @@ func BenchmarkRedisNodeToNode(b *testing.B) {
 		defer a.Close()
 		defer bn.Close()
 		var l latencies
-		_, err := bn.Subscribe("room", fanout.SubscribeOptions{OnPublication: func(p fanout.Publication) {
+		_, err := bn.Subscribe(b.Context(), "room", fanout.SubscribeOptions{OnPublication: func(p fanout.Publication) {
 			l.add(time.Since(p.Time))
 		}})
 		if err != nil {
@@ -140,7 +140,7 @@ func BenchmarkRedisNodeToNode(b *testing.B) {
 		}
 		b.ResetTimer()
 		paced(b.N, func(int) {
-			if _, err := a.Publish("room", payload); err != nil {
+			if _, err := a.Publish(b.Context(), "room", payload); err != nil {
 				b.Error(err)
 			}
 		})

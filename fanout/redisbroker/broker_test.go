@@ -61,20 +61,21 @@ func (c *collector) snapshot() []fanout.Publication {
 }
 
 func TestPublishOnOneNodeReachesTheOther(t *testing.T) {
+	ctx := t.Context()
 	addr, _ := redistest.Start(t)
 	a := node(t, addr, fanout.HistoryOptions{Size: 100})
 	b := node(t, addr, fanout.HistoryOptions{Size: 100})
 	var onA, onB collector
-	_, err := a.Subscribe("conv:1", onA.opts())
+	_, err := a.Subscribe(ctx, "conv:1", onA.opts())
 	require.NoError(t, err)
-	subB, err := b.Subscribe("conv:1", fanout.SubscribeOptions{})
+	subB, err := b.Subscribe(ctx, "conv:1", fanout.SubscribeOptions{})
 	require.NoError(t, err)
-	_, err = b.Subscribe("conv:1", onB.opts())
+	_, err = b.Subscribe(ctx, "conv:1", onB.opts())
 	require.NoError(t, err)
 
 	var sent []fanout.Publication
 	for i := range 20 {
-		p, err := a.Publish("conv:1", []byte("m"+strconv.Itoa(i)))
+		p, err := a.Publish(ctx, "conv:1", []byte("m"+strconv.Itoa(i)))
 		require.NoError(t, err)
 		sent = append(sent, p)
 	}
@@ -91,27 +92,28 @@ func TestPublishOnOneNodeReachesTheOther(t *testing.T) {
 	assert.Equal(t, uint64(1), first.Offset)
 
 	// Publishing on B is seen on A with the next offset.
-	p, err := b.Publish("conv:1", []byte("from b"))
+	p, err := b.Publish(ctx, "conv:1", []byte("from b"))
 	require.NoError(t, err)
 	assert.Equal(t, uint64(21), p.Offset)
 	require.Eventually(t, func() bool { return onA.count() == 21 }, 5*time.Second, 5*time.Millisecond)
 }
 
 func TestRecoveryAcrossNodesAfterPublisherDies(t *testing.T) {
+	ctx := t.Context()
 	addr, _ := redistest.Start(t)
 	a := node(t, addr, fanout.HistoryOptions{Size: 1000, TTL: time.Minute})
 	b := node(t, addr, fanout.HistoryOptions{Size: 1000, TTL: time.Minute})
 
-	p0, err := a.Publish("conv", []byte("seen"))
+	p0, err := a.Publish(ctx, "conv", []byte("seen"))
 	require.NoError(t, err)
 	const n = 50
 	for i := range n {
-		_, err := a.Publish("conv", []byte(strconv.Itoa(i)))
+		_, err := a.Publish(ctx, "conv", []byte(strconv.Itoa(i)))
 		require.NoError(t, err)
 	}
 	require.NoError(t, a.Close()) // the publishing node is gone
 
-	pubs, err := b.Recover("conv", p0.Offset, p0.Epoch)
+	pubs, err := b.Recover(ctx, "conv", p0.Offset, p0.Epoch)
 	require.NoError(t, err)
 	require.Len(t, pubs, n)
 	for i, p := range pubs {
@@ -119,28 +121,29 @@ func TestRecoveryAcrossNodesAfterPublisherDies(t *testing.T) {
 		assert.Equal(t, strconv.Itoa(i), string(p.Payload))
 		assert.Equal(t, p0.Epoch, p.Epoch)
 	}
-	pubs, err = b.Recover("conv", p0.Offset+n, p0.Epoch)
+	pubs, err = b.Recover(ctx, "conv", p0.Offset+n, p0.Epoch)
 	require.NoError(t, err)
 	assert.Empty(t, pubs)
-	_, err = b.Recover("conv", p0.Offset, "stale")
+	_, err = b.Recover(ctx, "conv", p0.Offset, "stale")
 	assert.ErrorIs(t, err, fanout.ErrRecoveryGap)
-	pos, err := b.Position("conv")
+	pos, err := b.Position(ctx, "conv")
 	require.NoError(t, err)
 	assert.Equal(t, fanout.Position{Offset: n + 1, Epoch: p0.Epoch}, pos)
 }
 
 func TestRecoveryGapWhenStreamTrimmed(t *testing.T) {
+	ctx := t.Context()
 	addr, _ := redistest.Start(t)
 	a := node(t, addr, fanout.HistoryOptions{Size: 10})
 	var last fanout.Publication
 	for range 1000 {
 		var err error
-		last, err = a.Publish("t", []byte("x"))
+		last, err = a.Publish(ctx, "t", []byte("x"))
 		require.NoError(t, err)
 	}
-	_, err := a.Recover("t", 1, last.Epoch)
+	_, err := a.Recover(ctx, "t", 1, last.Epoch)
 	require.ErrorIs(t, err, fanout.ErrRecoveryGap)
-	pubs, err := a.Recover("t", last.Offset-5, last.Epoch)
+	pubs, err := a.Recover(ctx, "t", last.Offset-5, last.Epoch)
 	require.NoError(t, err)
 	assert.Len(t, pubs, 5)
 }
@@ -148,12 +151,13 @@ func TestRecoveryGapWhenStreamTrimmed(t *testing.T) {
 // A publication whose pub/sub message never arrived is filled from the
 // stream when the next one shows the hole.
 func TestLostPubSubMessageFilledFromHistory(t *testing.T) {
+	ctx := t.Context()
 	addr, _ := redistest.Start(t)
 	a := node(t, addr, fanout.HistoryOptions{Size: 100})
 	var c collector
-	_, err := a.Subscribe("t", c.opts())
+	_, err := a.Subscribe(ctx, "t", c.opts())
 	require.NoError(t, err)
-	p1, err := a.Publish("t", []byte("1"))
+	p1, err := a.Publish(ctx, "t", []byte("1"))
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return c.count() == 1 }, 5*time.Second, 5*time.Millisecond)
 
@@ -161,12 +165,11 @@ func TestLostPubSubMessageFilledFromHistory(t *testing.T) {
 	// the PUBLISH: as if the message were lost in transit.
 	rc := redis.NewClient(&redis.Options{Addr: addr})
 	defer rc.Close()
-	ctx := context.Background()
 	require.NoError(t, rc.HIncrBy(ctx, "test:m:{t}", "o", 1).Err())
 	require.NoError(t, rc.XAdd(ctx, &redis.XAddArgs{Stream: "test:h:{t}", ID: "2-0",
 		Values: []any{"d", "2", "t", strconv.FormatInt(time.Now().UnixNano(), 10)}}).Err())
 
-	_, err = a.Publish("t", []byte("3"))
+	_, err = a.Publish(ctx, "t", []byte("3"))
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return c.count() == 3 }, 5*time.Second, 5*time.Millisecond)
 	got := c.snapshot()
@@ -183,28 +186,29 @@ func TestLostPubSubMessageFilledFromHistory(t *testing.T) {
 // recovery reports the gap. Nothing is lost silently, and publishing works
 // again in a new epoch.
 func TestRedisKilledAndRestartedMidStream(t *testing.T) {
+	ctx := t.Context()
 	srv := redistest.StartServer(t)
 	hist := fanout.HistoryOptions{Size: 10_000}
 	a := node(t, srv.Addr(), hist)
 	b := node(t, srv.Addr(), hist)
 	var c collector
-	sub, err := b.Subscribe("conv", c.opts())
+	sub, err := b.Subscribe(ctx, "conv", c.opts())
 	require.NoError(t, err)
 
 	var acked []fanout.Publication
 	for i := range 100 {
-		p, err := a.Publish("conv", []byte(strconv.Itoa(i)))
+		p, err := a.Publish(ctx, "conv", []byte(strconv.Itoa(i)))
 		require.NoError(t, err)
 		acked = append(acked, p)
 	}
 	srv.Kill()
-	_, err = a.Publish("conv", []byte("during outage"))
+	_, err = a.Publish(ctx, "conv", []byte("during outage"))
 	require.Error(t, err, "publish fails loudly while Redis is down")
 	srv.Restart()
 
 	var after fanout.Publication
 	require.Eventually(t, func() bool {
-		after, err = a.Publish("conv", []byte("after restart"))
+		after, err = a.Publish(ctx, "conv", []byte("after restart"))
 		return err == nil
 	}, 10*time.Second, 20*time.Millisecond)
 	assert.NotEqual(t, acked[0].Epoch, after.Epoch, "Redis lost its data: new epoch")
@@ -225,14 +229,14 @@ func TestRedisKilledAndRestartedMidStream(t *testing.T) {
 	if len(got) > 0 {
 		last = got[len(got)-1]
 	}
-	_, err = b.Recover("conv", last.Offset, last.Epoch)
+	_, err = b.Recover(ctx, "conv", last.Offset, last.Epoch)
 	assert.ErrorIs(t, err, fanout.ErrRecoveryGap, "the client learns it must reload")
 
 	// The client reloads and resubscribes: live delivery works again.
 	var c2 collector
-	_, err = b.Subscribe("conv", c2.opts())
+	_, err = b.Subscribe(ctx, "conv", c2.opts())
 	require.NoError(t, err)
-	p, err := a.Publish("conv", []byte("fresh"))
+	p, err := a.Publish(ctx, "conv", []byte("fresh"))
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return c2.count() == 1 }, 10*time.Second, 10*time.Millisecond)
 	assert.Equal(t, p.Offset, c2.snapshot()[0].Offset)
@@ -242,19 +246,19 @@ func TestRedisKilledAndRestartedMidStream(t *testing.T) {
 // messages published meanwhile are delivered from the stream after the
 // reconnect.
 func TestPubSubReconnectDeliversMissed(t *testing.T) {
+	ctx := t.Context()
 	addr, _ := redistest.Start(t)
 	a := node(t, addr, fanout.HistoryOptions{Size: 1000})
 	b := node(t, addr, fanout.HistoryOptions{Size: 1000})
 	var c collector
-	sub, err := b.Subscribe("conv", c.opts())
+	sub, err := b.Subscribe(ctx, "conv", c.opts())
 	require.NoError(t, err)
 	rc := redis.NewClient(&redis.Options{Addr: addr})
 	defer rc.Close()
-	ctx := context.Background()
 
 	const n = 300
 	for i := range n {
-		_, err := a.Publish("conv", []byte(strconv.Itoa(i)))
+		_, err := a.Publish(ctx, "conv", []byte(strconv.Itoa(i)))
 		require.NoError(t, err)
 		if i%100 == 50 {
 			require.NoError(t, rc.ClientKillByFilter(ctx, "TYPE", "pubsub").Err())
@@ -268,31 +272,32 @@ func TestPubSubReconnectDeliversMissed(t *testing.T) {
 }
 
 func TestPresenceAcrossNodesAndTTLExpiry(t *testing.T) {
+	ctx := t.Context()
 	addr, _ := redistest.Start(t)
 	a := node(t, addr, fanout.HistoryOptions{})
 	b := node(t, addr, fanout.HistoryOptions{})
 	var c collector
-	_, err := b.Subscribe("conv", c.opts())
+	_, err := b.Subscribe(ctx, "conv", c.opts())
 	require.NoError(t, err)
 
-	require.NoError(t, a.Join("conv", fanout.Member{ID: "agent", Info: []byte("Ann")}, time.Minute))
-	require.NoError(t, a.Join("conv", fanout.Member{ID: "crashy", Info: []byte("Bob")}, 300*time.Millisecond))
-	require.NoError(t, a.Join("conv", fanout.Member{ID: "agent", Info: []byte("Ann")}, time.Minute))
-	ms, err := b.Members("conv")
+	require.NoError(t, a.Join(ctx, "conv", fanout.Member{ID: "agent", Info: []byte("Ann")}, time.Minute))
+	require.NoError(t, a.Join(ctx, "conv", fanout.Member{ID: "crashy", Info: []byte("Bob")}, 300*time.Millisecond))
+	require.NoError(t, a.Join(ctx, "conv", fanout.Member{ID: "agent", Info: []byte("Ann")}, time.Minute))
+	ms, err := b.Members(ctx, "conv")
 	require.NoError(t, err)
 	require.Len(t, ms, 2)
 	assert.Equal(t, "agent", ms[0].ID)
 	assert.Equal(t, "Ann", string(ms[0].Info))
-	require.NoError(t, a.Refresh("conv", "agent", time.Minute))
+	require.NoError(t, a.Refresh(ctx, "conv", "agent", time.Minute))
 
 	// "crashy" is never refreshed: it disappears and a leave is sent once.
 	require.Eventually(t, func() bool {
-		ms, err := b.Members("conv")
+		ms, err := b.Members(ctx, "conv")
 		return err == nil && len(ms) == 1 && ms[0].ID == "agent"
 	}, 5*time.Second, 50*time.Millisecond)
-	require.NoError(t, a.Leave("conv", "agent"))
-	require.ErrorIs(t, a.Leave("conv", "agent"), fanout.ErrNotMember)
-	require.ErrorIs(t, a.Refresh("conv", "crashy", time.Second), fanout.ErrNotMember)
+	require.NoError(t, a.Leave(ctx, "conv", "agent"))
+	require.ErrorIs(t, a.Leave(ctx, "conv", "agent"), fanout.ErrNotMember)
+	require.ErrorIs(t, a.Refresh(ctx, "conv", "crashy", time.Second), fanout.ErrNotMember)
 
 	require.Eventually(t, func() bool {
 		c.mu.Lock()
@@ -310,7 +315,7 @@ func TestPresenceAcrossNodesAndTTLExpiry(t *testing.T) {
 
 func TestConfigValidation(t *testing.T) {
 	for _, cfg := range []redisbroker.Config{
-		{Shards: -1}, {HistorySize: -1}, {HistoryTTL: -1}, {MetaTTL: -1}, {PresenceTTL: -1},
+		{Shards: -1}, {HistorySize: -1}, {HistoryTTL: -1}, {MetaTTL: -1}, {PresenceTTL: -1}, {HealthCheck: -1},
 	} {
 		_, err := redisbroker.New(cfg)
 		assert.Error(t, err)
@@ -320,4 +325,6 @@ func TestConfigValidation(t *testing.T) {
 	require.NoError(t, br.Close())
 	require.NoError(t, br.Close())
 	assert.True(t, errors.Is(br.Start(nil), redisbroker.ErrClosed))
+	assert.ErrorIs(t, br.Ready(), redisbroker.ErrClosed)
+	assert.ErrorIs(t, br.AcquireLease(context.Background(), "l", "o", time.Second), redisbroker.ErrClosed)
 }

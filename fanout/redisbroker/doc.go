@@ -31,6 +31,30 @@
 // fanout.ErrRecoveryGap, and reload. Publish returns the Redis error while
 // Redis is unreachable; nothing is dropped silently.
 //
+// # Contexts
+//
+// Every method that reaches Redis (the fanout.Broker methods and the lease
+// methods) takes the caller's ctx first and returns as soon as ctx is done,
+// with an error wrapping ctx.Err(), even while Redis does not answer.
+// go-redis bounds a round trip by a deadline only (with
+// Options.ContextTimeoutEnabled), never by cancellation, so for a
+// cancellable ctx the broker runs the round trip on a goroutine of its own
+// and stops waiting for it: the command may still take effect, and the
+// goroutine ends when Redis answers or the client's own timeouts expire.
+// The broker's own work (receivers, health check) runs under its lifetime,
+// which Shutdown ends.
+//
+// # Lifecycle
+//
+// Start (called by the bus) starts the health check; shard receivers start
+// with the first subscribed topic of their shard. Shutdown(ctx) refuses new
+// calls, waits within ctx for the round trips in progress and stops every
+// goroutine of the broker before it returns; Close is Shutdown with an
+// already-canceled context. Ready returns nil while Redis answers the
+// health check (a PING every Config.HealthCheck) and every shard in use
+// has its pub/sub connection; otherwise an error wrapping ErrDisconnected,
+// or ErrClosed once shut down. fanout.Bus.Ready wraps it.
+//
 // # Metrics
 //
 // With Config.Observer (subsystem "fanout_redis"): publish_seconds and

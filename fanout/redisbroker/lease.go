@@ -42,11 +42,19 @@ func (b *Broker) leaseKey(name string) string { return b.key("lease", name) }
 // know it expired. Pair it with a fencing token checked by the store that the
 // owner writes to (see session.Fence), so that a former holder's writes are
 // rejected.
+//
+// Like every lease method it is one or two round trips bounded by ctx (an
+// error wrapping ctx.Err() when ctx ends first; the command may still take
+// effect) and returns ErrClosed after Shutdown.
 func (b *Broker) AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) error {
 	if ttl < time.Millisecond {
 		return fmt.Errorf("redisbroker: lease ttl %v below 1ms", ttl)
 	}
-	ok, err := b.client.SetNX(ctx, b.leaseKey(name), owner, ttl).Result()
+	var ok bool
+	err := b.do(ctx, func(ctx context.Context) (err error) {
+		ok, err = b.client.SetNX(ctx, b.leaseKey(name), owner, ttl).Result()
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("redisbroker: acquire lease %q: %w", name, err)
 	}
@@ -65,7 +73,11 @@ func (b *Broker) AcquireLease(ctx context.Context, name, owner string, ttl time.
 // RenewLease extends owner's lease name to ttl from now, or returns
 // ErrLeaseLost when owner no longer holds it.
 func (b *Broker) RenewLease(ctx context.Context, name, owner string, ttl time.Duration) error {
-	n, err := renewScript.Run(ctx, b.client, []string{b.leaseKey(name)}, owner, ttl.Milliseconds()).Int()
+	var n int
+	err := b.do(ctx, func(ctx context.Context) (err error) {
+		n, err = renewScript.Run(ctx, b.client, []string{b.leaseKey(name)}, owner, ttl.Milliseconds()).Int()
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("redisbroker: renew lease %q: %w", name, err)
 	}
@@ -78,7 +90,10 @@ func (b *Broker) RenewLease(ctx context.Context, name, owner string, ttl time.Du
 // ReleaseLease gives up owner's lease name so another owner can take it at
 // once; releasing a lease owner does not hold is a no-op.
 func (b *Broker) ReleaseLease(ctx context.Context, name, owner string) error {
-	if err := releaseScript.Run(ctx, b.client, []string{b.leaseKey(name)}, owner).Err(); err != nil {
+	err := b.do(ctx, func(ctx context.Context) error {
+		return releaseScript.Run(ctx, b.client, []string{b.leaseKey(name)}, owner).Err()
+	})
+	if err != nil {
 		return fmt.Errorf("redisbroker: release lease %q: %w", name, err)
 	}
 	return nil
@@ -86,7 +101,11 @@ func (b *Broker) ReleaseLease(ctx context.Context, name, owner string) error {
 
 // LeaseHolder returns the current holder of lease name ("" when none).
 func (b *Broker) LeaseHolder(ctx context.Context, name string) (string, error) {
-	v, err := b.client.Get(ctx, b.leaseKey(name)).Result()
+	var v string
+	err := b.do(ctx, func(ctx context.Context) (err error) {
+		v, err = b.client.Get(ctx, b.leaseKey(name)).Result()
+		return err
+	})
 	if errors.Is(err, redis.Nil) {
 		return "", nil
 	}
