@@ -640,7 +640,13 @@ func TestChaos(t *testing.T) {
 				assert.Empty(t, holder, "%s accepted by %s while %s holds it", r.ID, e.Actor, holder)
 				holder = e.Actor
 				spans = append(spans, span{e.At, holder, +1})
-			case session.Requeue, session.Transfer, session.Resolve, session.Close:
+			case session.Transfer, session.Assign: // at once, to e.Agent
+				if holder != "" {
+					spans = append(spans, span{e.At, holder, -1})
+				}
+				holder = e.Agent
+				spans = append(spans, span{e.At, holder, +1})
+			case session.Requeue, session.OfferTransfer, session.Resolve, session.Close:
 				if holder != "" {
 					spans = append(spans, span{e.At, holder, -1})
 				}

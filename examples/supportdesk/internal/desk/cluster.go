@@ -53,10 +53,10 @@ func (s *Server) heartbeat(ctx context.Context) ([]router.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.bus.Join(topicNodes, fanout.Member{ID: s.cfg.NodeID, Info: info}, s.cfg.NodeTTL); err != nil {
+	if err := s.bus.Join(ctx, topicNodes, fanout.Member{ID: s.cfg.NodeID, Info: info}, s.cfg.NodeTTL); err != nil {
 		return nil, err
 	}
-	members, err := s.bus.Members(topicNodes)
+	members, err := s.bus.Members(ctx, topicNodes)
 	if err != nil {
 		return nil, err
 	}

@@ -60,7 +60,7 @@ func (e *edge) toCore(cmd *command) error {
 	e.pending.mu.Lock()
 	e.pending.cmds[cmd.Key] = &pendingCmd{payload: b, first: now, last: now, conn: cmd.Conn, env: cmd.Env}
 	e.pending.mu.Unlock()
-	if _, err := e.bus.Publish(topicCore, b); err != nil {
+	if _, err := e.bus.Publish(e.ctx, topicCore, b); err != nil {
 		// Kept: retryPending sends it again.
 		e.log.Warn("command to the owner not sent; will retry", "key", cmd.Key, "err", err)
 	}
@@ -96,7 +96,7 @@ func (e *edge) retryPending(now time.Time) {
 	}
 	e.pending.mu.Unlock()
 	for _, b := range resend {
-		if _, err := e.bus.Publish(topicCore, b); err != nil {
+		if _, err := e.bus.Publish(e.ctx, topicCore, b); err != nil {
 			e.log.Warn("command retry not sent", "err", err)
 			break
 		}
@@ -122,7 +122,7 @@ func (e *edge) resendAll() {
 	}
 	e.pending.mu.Unlock()
 	for _, b := range all {
-		if _, err := e.bus.Publish(topicCore, b); err != nil {
+		if _, err := e.bus.Publish(e.ctx, topicCore, b); err != nil {
 			e.log.Warn("command resend failed", "err", err)
 			return
 		}
@@ -215,7 +215,7 @@ func (e *edge) resubscribe(topic string) error {
 			e.supSub = nil
 			return nil
 		}
-		sub, err := e.bus.Subscribe(topicSup, fanout.SubscribeOptions{Buffer: 1024, Policy: fanout.DropOldest, OnPublication: e.onSupEvent})
+		sub, err := e.bus.Subscribe(e.ctx, topicSup, fanout.SubscribeOptions{Buffer: 1024, Policy: fanout.DropOldest, OnPublication: e.onSupEvent})
 		if err != nil {
 			return err
 		}
@@ -229,7 +229,7 @@ func (e *edge) resubscribe(topic string) error {
 			e.mu.Unlock()
 			return nil
 		}
-		sub, err := e.bus.Subscribe(topic, fanout.SubscribeOptions{Buffer: 1024, Policy: fanout.DropOldest, OnPublication: func(p fanout.Publication) { e.onUserEvent(uid, p.Payload) }})
+		sub, err := e.bus.Subscribe(e.ctx, topic, fanout.SubscribeOptions{Buffer: 1024, Policy: fanout.DropOldest, OnPublication: func(p fanout.Publication) { e.onUserEvent(uid, p.Payload) }})
 		if err != nil {
 			e.mu.Unlock()
 			return err
@@ -250,12 +250,12 @@ func (e *edge) resubscribe(topic string) error {
 		var err error
 		if strings.HasPrefix(topic, "desk.conv.") {
 			var sub *fanout.Subscription
-			if sub, err = e.bus.Subscribe(topic, fanout.SubscribeOptions{Buffer: 4096, Policy: fanout.Disconnect, OnPublication: func(p fanout.Publication) { e.onConvMessage(cid, p) }}); err == nil {
+			if sub, err = e.bus.Subscribe(e.ctx, topic, fanout.SubscribeOptions{Buffer: 4096, Policy: fanout.Disconnect, OnPublication: func(p fanout.Publication) { e.onConvMessage(cid, p) }}); err == nil {
 				ec.msgSub = sub
 			}
 		} else {
 			var sub *fanout.Subscription
-			if sub, err = e.bus.Subscribe(topic, fanout.SubscribeOptions{Buffer: 1024, Policy: fanout.DropOldest, OnPublication: func(p fanout.Publication) { e.onEph(cid, p) }}); err == nil {
+			if sub, err = e.bus.Subscribe(e.ctx, topic, fanout.SubscribeOptions{Buffer: 1024, Policy: fanout.DropOldest, OnPublication: func(p fanout.Publication) { e.onEph(cid, p) }}); err == nil {
 				ec.ephSub = sub
 			}
 		}
@@ -279,7 +279,7 @@ func (e *edge) subscribeControl(topic string) error {
 	if topic == topicOwner {
 		on = e.onOwner
 	}
-	_, err := e.bus.Subscribe(topic, fanout.SubscribeOptions{Buffer: 1 << 14, Policy: fanout.DropOldest, OnPublication: on})
+	_, err := e.bus.Subscribe(e.ctx, topic, fanout.SubscribeOptions{Buffer: 1 << 14, Policy: fanout.DropOldest, OnPublication: on})
 	return err
 }
 

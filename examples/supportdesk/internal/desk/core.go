@@ -191,7 +191,7 @@ func newCore(parent context.Context, cfg *Config, bus *fanout.Bus, repo session.
 	}
 	// Edges re-announce their connections and resend what is pending.
 	if b, err := encodeCommand(&command{Kind: cmdOwner, Node: cfg.NodeID}); err == nil {
-		if _, err := bus.Publish(topicOwner, b); err != nil {
+		if _, err := bus.Publish(ctx, topicOwner, b); err != nil {
 			c.log.Warn("announce ownership", "err", err)
 		}
 	}
@@ -200,7 +200,7 @@ func newCore(parent context.Context, cfg *Config, bus *fanout.Bus, repo session.
 }
 
 func (c *core) subscribe() error {
-	sub, err := c.bus.Subscribe(topicCore, fanout.SubscribeOptions{
+	sub, err := c.bus.Subscribe(c.ctx, topicCore, fanout.SubscribeOptions{
 		Buffer: 1 << 16,
 		Policy: fanout.DropNewest, // edges resend unacknowledged commands
 		OnPublication: func(p fanout.Publication) {
@@ -440,7 +440,7 @@ func (c *core) rebuild() error {
 				}
 				restored[a] = true
 			}
-			if err := c.asg.AssignManual(r.ID, a, true); err != nil {
+			if err := c.asg.AssignManual(router.Request{ConversationID: r.ID}, a, true); err != nil {
 				return err
 			}
 			c.member(a, auth.RoleAgent, "").convs[r.ID] = struct{}{}
@@ -534,7 +534,7 @@ func (c *core) toUser(id string, e *protocol.Envelope) {
 	if e.TS == 0 {
 		e.TS = time.Now().UnixMilli()
 	}
-	if _, err := c.bus.Publish(topicUser(id), protocol.MustEncode(e)); err != nil {
+	if _, err := c.bus.Publish(c.ctx, topicUser(id), protocol.MustEncode(e)); err != nil {
 		c.log.Warn("publish to user failed", "user", id, "err", err)
 	}
 }
@@ -543,7 +543,7 @@ func (c *core) toSupervisors(e *protocol.Envelope) {
 	if e.TS == 0 {
 		e.TS = time.Now().UnixMilli()
 	}
-	if _, err := c.bus.Publish(topicSup, protocol.MustEncode(e)); err != nil {
+	if _, err := c.bus.Publish(c.ctx, topicSup, protocol.MustEncode(e)); err != nil {
 		c.log.Warn("publish to supervisors failed", "err", err)
 	}
 }
@@ -620,7 +620,7 @@ func (c *core) handle(cmd command) {
 			c.seenQ = c.seenQ[1:]
 		}
 		if b, err := encodeCommand(&command{Kind: cmdAck, Key: cmd.Key}); err == nil {
-			if _, err := c.bus.Publish(topicNode(cmd.Node), b); err != nil {
+			if _, err := c.bus.Publish(c.ctx, topicNode(cmd.Node), b); err != nil {
 				c.log.Warn("acknowledge command", "node", cmd.Node, "err", err)
 			}
 		}
@@ -1068,7 +1068,7 @@ func (c *core) onAccept(cmd *command, u *user) {
 	// The record says accepted; make the assigner agree even if the offer
 	// timed out meanwhile (its capacity was reserved for this agent).
 	if err := c.asg.Accept(cv.offer.ID); err != nil {
-		if err := c.asg.AssignManual(cv.id(), u.id, true); err != nil {
+		if err := c.asg.AssignManual(router.Request{ConversationID: cv.id()}, u.id, true); err != nil {
 			c.log.Error("assigner disagrees with the record", "conv", cv.id(), "err", err)
 		}
 	}
@@ -1178,17 +1178,14 @@ func (c *core) onTransfer(cmd *command, u *user) {
 	}
 	now := time.Now()
 	if err := c.update(cv, "transfer", func(r *session.Record) error {
-		if err := r.Conversation.ApplyChange(session.Change{Event: session.Transfer, Actor: u.id, Agent: e.To, Reason: "transfer", At: now}); err != nil {
-			return err
-		}
 		r.AssignedAt = now
-		return r.Conversation.ApplyChange(session.Change{Event: session.Accept, Actor: e.To, Agent: e.To, At: now})
+		return r.Conversation.ApplyChange(session.Change{Event: session.Transfer, Actor: u.id, Agent: e.To, Reason: "transfer", At: now})
 	}); err != nil {
 		c.failStore(cmd, cv.id(), err)
 		return
 	}
 	if err := c.asg.Transfer(cv.id(), e.To); err != nil {
-		if err := c.asg.AssignManual(cv.id(), e.To, true); err != nil {
+		if err := c.asg.AssignManual(router.Request{ConversationID: cv.id()}, e.To, true); err != nil {
 			c.log.Error("assigner disagrees with the record", "conv", cv.id(), "err", err)
 		}
 	}
@@ -1406,8 +1403,8 @@ func (c *core) onOfferExpired(e router.ExpiredOffer) {
 }
 
 func (c *core) onAgentOffline(e router.AgentOffline) {
-	for _, id := range e.Conversations {
-		cv := c.convs[id]
+	for _, held := range e.Conversations {
+		cv := c.convs[held.ConversationID]
 		if cv == nil || cv.rec.Conversation.Assignee != e.AgentID {
 			continue
 		}

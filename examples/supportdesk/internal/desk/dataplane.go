@@ -87,7 +87,7 @@ func (d *dataPlane) replyTo(node string, conn uint64, user string) func(*protoco
 	}
 	return func(e *protocol.Envelope) {
 		e.Target, e.Node = conn, node
-		if _, err := d.bus.Publish(topicUser(user), protocol.MustEncode(e)); err != nil {
+		if _, err := d.bus.Publish(d.ctx, topicUser(user), protocol.MustEncode(e)); err != nil {
 			d.log.Warn("reply to remote connection", "user", user, "err", err)
 		}
 	}
@@ -206,7 +206,7 @@ func (d *dataPlane) store(p pendingMsg) {
 	if res.Duplicate {
 		return
 	}
-	if _, err := d.bus.Publish(topicConv(e.Conv), protocol.MustEncode(messageEnvelope(&m))); err != nil {
+	if _, err := d.bus.Publish(d.ctx, topicConv(e.Conv), protocol.MustEncode(messageEnvelope(&m))); err != nil {
 		// Stored and acknowledged: readers get it with resume.
 		d.log.Warn("publish message", "conv", e.Conv, "err", err)
 	}
@@ -246,7 +246,7 @@ func (d *dataPlane) read(c *gateway.Conn, from sender, e *protocol.Envelope) {
 		return
 	}
 	ev := &protocol.Envelope{Type: protocol.TypeRead, Conv: e.Conv, From: from.id, Role: from.role, Offset: e.Offset, TS: time.Now().UnixMilli()}
-	if _, err := d.bus.Publish(topicEph(e.Conv), protocol.MustEncode(ev)); err != nil {
+	if _, err := d.bus.Publish(ctx, topicEph(e.Conv), protocol.MustEncode(ev)); err != nil {
 		d.log.Warn("publish read", "err", err)
 	}
 }

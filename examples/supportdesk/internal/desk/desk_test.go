@@ -335,6 +335,12 @@ func TestPositionUpdatesCountDown(t *testing.T) {
 	last.expect(protocol.TypePosition, func(e protocol.Envelope) bool { return e.Position == 1 })
 }
 
+// TestOfferTimeoutMovesToNextAgent checks the protocol of an expired offer
+// over real sockets: offer_expired to the agent, a new offer to another, and
+// offer_gone for the stale one. When it happens, and that the conversation
+// never goes back to the first agent, TestOfferExpiresExactlyAtOfferTimeout
+// proves in a synctest bubble; nothing here depends on how long any step
+// takes (the second offer may expire too: the test no longer races it).
 func TestOfferTimeoutMovesToNextAgent(t *testing.T) {
 	cfg := testConfig()
 	cfg.OfferTimeout = 300 * time.Millisecond
@@ -344,18 +350,15 @@ func TestOfferTimeoutMovesToNextAgent(t *testing.T) {
 	conv := startChat(cust, "anyone?")
 	o1 := a1.expect(protocol.TypeOffer, convIs(conv))
 	a2 := dial(t, srv, agent("a2", 1))
-	// a1 lets it expire; the offer moves to a2, never back to a1.
-	a1.expect(protocol.TypeOfferExpired, convIs(conv))
+	// a1 lets it expire; the offer moves to a2.
+	ex := a1.expect(protocol.TypeOfferExpired, convIs(conv))
+	assert.Equal(t, o1.Offer, ex.Offer)
 	o2 := a2.expect(protocol.TypeOffer, convIs(conv))
 	assert.NotEqual(t, o1.Offer, o2.Offer)
 	// The expired offer can no longer be accepted.
 	a1.send(protocol.Envelope{Type: protocol.TypeAccept, Conv: conv, Offer: o1.Offer})
 	e := a1.expect(protocol.TypeError)
 	assert.Equal(t, protocol.ErrCodeOfferGone, e.Code)
-	a2.send(protocol.Envelope{Type: protocol.TypeAccept, Conv: conv, Offer: o2.Offer})
-	as := cust.expect(protocol.TypeAssigned, convIs(conv))
-	assert.Equal(t, "a2", as.Agent)
-	a1.none(protocol.TypeOffer, 700*time.Millisecond)
 }
 
 func TestCapacityNeverExceededAndBacklogDrains(t *testing.T) {
@@ -369,14 +372,16 @@ func TestCapacityNeverExceededAndBacklogDrains(t *testing.T) {
 	}
 	held := []string{acceptNext(ag), acceptNext(ag), acceptNext(ag)}
 	assert.Equal(t, convs[:3], held, "served in arrival order")
-	ag.none(protocol.TypeOffer, 300*time.Millisecond) // at capacity: nothing more
+	// At capacity: that nothing more is offered, however long the backlog
+	// waits, and that finishing one offers exactly one more, is proven in a
+	// synctest bubble (TestCapacityHoldsWhileBacklogWaits); here the
+	// supervisor's view agrees.
 	st := sup.expect(protocol.TypeStats, func(e protocol.Envelope) bool { return len(e.Users) == 1 && e.Tiers[2].Depth == 2 })
 	assert.Equal(t, 3, st.Users[0].Load)
 	assert.Equal(t, 3, st.Users[0].Capacity)
 	// Finishing one conversation drains the backlog at once, in order.
 	ag.send(protocol.Envelope{Type: protocol.TypeResolve, Conv: held[0]})
 	assert.Equal(t, convs[3], acceptNext(ag))
-	ag.none(protocol.TypeOffer, 300*time.Millisecond)
 }
 
 func TestReconnectRecoversExactlyMissed(t *testing.T) {
@@ -459,6 +464,9 @@ func TestTransfer(t *testing.T) {
 	a2.none(protocol.TypeOffer, 200*time.Millisecond)
 }
 
+// TestSLABreachReachesSupervisor checks that SLA events reach a
+// supervisor's socket (and stats and watching); their exact times are
+// proven in a synctest bubble (TestFirstResponseSLAFiresAtDueTimes).
 func TestSLABreachReachesSupervisor(t *testing.T) {
 	cfg := testConfig()
 	cfg.Tiers[0].FirstResponse = 200 * time.Millisecond

@@ -1,6 +1,7 @@
 package desk
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"strconv"
@@ -21,6 +22,9 @@ import (
 // topics to the right local connections, and serves typing and recovery
 // itself.
 type edge struct {
+	// ctx is the server's context: it bounds the bus calls the edge makes
+	// for no connection in particular (callbacks, retries, restores).
+	ctx     context.Context
 	node    string
 	bus     *fanout.Bus
 	gw      *gateway.Gateway
@@ -51,10 +55,21 @@ type edgeConv struct {
 	users          map[string]struct{}
 	closed         bool // resolved or closed: no more messages
 	msgSub, ephSub *fanout.Subscription
+
+	// Delivery of the message topic (mu, not the edge's lock). Fan-out
+	// delivers publications made after Subscribe returned; the node's first
+	// member may have been told of the conversation after earlier ones
+	// (its first message is published as the core announces it), so a new
+	// subscription catches up from the transcript first (catchUp) and holds
+	// live publications meanwhile; offsets already sent are skipped.
+	mu       sync.Mutex
+	catching bool
+	held     []fanout.Publication
+	last     uint64 // highest transcript offset sent
 }
 
-func newEdge(node string, bus *fanout.Bus, data *dataPlane, cfg *Config, log *slog.Logger) *edge {
-	return &edge{node: node, bus: bus, data: data, cfg: cfg, log: log, stopped: make(chan struct{}), pending: pendingCmds{cmds: map[string]*pendingCmd{}}, expiry: map[uint64]*time.Timer{}, users: map[string]*edgeUser{}, convs: map[string]*edgeConv{}, sups: map[string]struct{}{}}
+func newEdge(ctx context.Context, node string, bus *fanout.Bus, data *dataPlane, cfg *Config, log *slog.Logger) *edge {
+	return &edge{ctx: ctx, node: node, bus: bus, data: data, cfg: cfg, log: log, stopped: make(chan struct{}), pending: pendingCmds{cmds: map[string]*pendingCmd{}}, expiry: map[uint64]*time.Timer{}, users: map[string]*edgeUser{}, convs: map[string]*edgeConv{}, sups: map[string]struct{}{}}
 }
 
 func identityCommand(kind string, c *gateway.Conn) *command {
@@ -92,7 +107,7 @@ func (e *edge) onOpen(c *gateway.Conn) {
 	if u == nil {
 		u = &edgeUser{id: id.UserID, role: string(id.Role), convs: map[string]struct{}{}}
 		uid := u.id
-		sub, err := e.bus.Subscribe(topicUser(uid), fanout.SubscribeOptions{
+		sub, err := e.bus.Subscribe(c.Context(), topicUser(uid), fanout.SubscribeOptions{
 			Buffer:        1024,
 			Policy:        fanout.DropOldest,
 			OnPublication: func(p fanout.Publication) { e.onUserEvent(uid, p.Payload) },
@@ -110,7 +125,7 @@ func (e *edge) onOpen(c *gateway.Conn) {
 	if u.role == auth.RoleSupervisor {
 		e.sups[u.id] = struct{}{}
 		if e.supSub == nil {
-			sub, err := e.bus.Subscribe(topicSup, fanout.SubscribeOptions{Buffer: 1024, Policy: fanout.DropOldest, OnPublication: e.onSupEvent})
+			sub, err := e.bus.Subscribe(c.Context(), topicSup, fanout.SubscribeOptions{Buffer: 1024, Policy: fanout.DropOldest, OnPublication: e.onSupEvent})
 			if err == nil {
 				e.supSub = sub
 			}
@@ -158,30 +173,85 @@ func (e *edge) onClose(c *gateway.Conn) {
 }
 
 // joinConvLocked makes u a local member of conversation cid, subscribing the
-// node to its topics when u is its first local member.
-func (e *edge) joinConvLocked(cid string, u *edgeUser) {
+// node to its topics when u is its first local member; it then returns the
+// new edgeConv, which with hold set keeps live messages until catchUp.
+func (e *edge) joinConvLocked(cid string, u *edgeUser, hold bool) (fresh *edgeConv) {
 	if _, ok := u.convs[cid]; ok {
-		return
+		return nil
 	}
 	ec := e.convs[cid]
 	if ec == nil {
-		ec = &edgeConv{users: map[string]struct{}{}}
-		msg, err := e.bus.Subscribe(topicConv(cid), fanout.SubscribeOptions{Buffer: 4096, Policy: fanout.Disconnect, OnPublication: func(p fanout.Publication) { e.onConvMessage(cid, p) }})
+		ec = &edgeConv{users: map[string]struct{}{}, catching: hold}
+		msg, err := e.bus.Subscribe(e.ctx, topicConv(cid), fanout.SubscribeOptions{Buffer: 4096, Policy: fanout.Disconnect, OnPublication: func(p fanout.Publication) { e.onConvMessage(cid, p) }})
 		if err != nil {
 			e.log.Error("subscribe conversation", "conv", cid, "err", err)
-			return
+			return nil
 		}
-		eph, err := e.bus.Subscribe(topicEph(cid), fanout.SubscribeOptions{Buffer: 1024, Policy: fanout.DropOldest, OnPublication: func(p fanout.Publication) { e.onEph(cid, p) }})
+		eph, err := e.bus.Subscribe(e.ctx, topicEph(cid), fanout.SubscribeOptions{Buffer: 1024, Policy: fanout.DropOldest, OnPublication: func(p fanout.Publication) { e.onEph(cid, p) }})
 		if err != nil {
 			_ = msg.Close()
 			e.log.Error("subscribe conversation", "conv", cid, "err", err)
-			return
+			return nil
 		}
 		ec.msgSub, ec.ephSub = msg, eph
 		e.convs[cid] = ec
+		fresh = ec
 	}
 	ec.users[u.id] = struct{}{}
 	u.convs[cid] = struct{}{}
+	return fresh
+}
+
+// catchUp sends the local members of a freshly subscribed conversation the
+// stored messages whose transcript offset is above since (where the core's
+// event placed them), then the live ones it held. Beyond one page, or when
+// the store fails, members resume from the transcript as for any gap.
+func (e *edge) catchUp(cid string, ec *edgeConv, since uint64) {
+	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.StoreTimeout)
+	msgs, err := e.data.repo.Messages(ctx, cid, since, resumePage)
+	cancel()
+	if err != nil {
+		e.log.Warn("catch up conversation", "conv", cid, "err", err)
+	}
+	ec.mu.Lock()
+	defer ec.mu.Unlock()
+	for i := range msgs {
+		e.sendConvLocked(cid, ec, msgs[i].Offset, protocol.MustEncode(messageEnvelope(&msgs[i])))
+	}
+	for _, p := range ec.held {
+		e.sendConvLocked(cid, ec, transcriptOffset(p.Payload), p.Payload)
+	}
+	ec.held, ec.catching = nil, false
+}
+
+// transcriptOffset reads a published message's transcript offset.
+func transcriptOffset(payload []byte) uint64 {
+	var m struct {
+		Offset uint64 `json:"offset"`
+	}
+	_ = sonic.ConfigStd.Unmarshal(payload, &m) // 0 (always sent) if undecodable
+	return m.Offset
+}
+
+// sendConvLocked writes a message to cid's local members unless its
+// transcript offset was sent already; ec.mu is held, so messages go out in
+// offset order.
+func (e *edge) sendConvLocked(cid string, ec *edgeConv, offset uint64, payload []byte) {
+	if offset != 0 {
+		if offset <= ec.last {
+			return
+		}
+		ec.last = offset
+	}
+	conns := e.localConns(cid, "")
+	if len(conns) == 0 {
+		return
+	}
+	pm, err := gateway.NewPreparedMessage(gateway.TextMessage, payload)
+	if err != nil {
+		return
+	}
+	e.gw.Broadcast(pm, conns)
 }
 
 // leaveConvLocked removes u from cid and returns the subscriptions to close.
@@ -213,18 +283,19 @@ func (e *edge) onUserEvent(uid string, payload []byte) {
 		return // for a connection on another node
 	}
 	var closing []*fanout.Subscription
+	var fresh *edgeConv
 	e.mu.Lock()
 	if u := e.users[uid]; u != nil {
 		switch env.Type {
 		case protocol.TypeHello:
 			for _, ci := range env.Convs {
-				e.joinConvLocked(ci.Conv, u)
+				e.joinConvLocked(ci.Conv, u, false) // the client resumes from the offsets in hello
 				if ec := e.convs[ci.Conv]; ec != nil && (ci.State == "resolved" || ci.State == "closed") {
 					ec.closed = true
 				}
 			}
 		case protocol.TypeQueued, protocol.TypeAssigned, protocol.TypeWatch:
-			e.joinConvLocked(env.Conv, u)
+			fresh = e.joinConvLocked(env.Conv, u, true)
 		case protocol.TypeResolved:
 			if ec := e.convs[env.Conv]; ec != nil {
 				ec.closed = true
@@ -240,6 +311,10 @@ func (e *edge) onUserEvent(uid string, payload []byte) {
 	e.mu.Unlock()
 	for _, s := range closing {
 		_ = s.Close()
+	}
+	if fresh != nil {
+		// After the event itself, which tells the member the conversation.
+		defer e.catchUp(env.Conv, fresh, env.Offset)
 	}
 	if env.Target != 0 {
 		// For one connection (hello, a reply): strip the routing fields.
@@ -291,15 +366,19 @@ func (e *edge) localConns(cid, skip string) []*gateway.Conn {
 // onConvMessage writes a conversation message (which carries its transcript
 // offset) to every local member's connection, framed once.
 func (e *edge) onConvMessage(cid string, p fanout.Publication) {
-	conns := e.localConns(cid, "")
-	if len(conns) == 0 {
+	e.mu.Lock()
+	ec := e.convs[cid]
+	e.mu.Unlock()
+	if ec == nil {
 		return
 	}
-	pm, err := gateway.NewPreparedMessage(gateway.TextMessage, p.Payload)
-	if err != nil {
+	ec.mu.Lock()
+	defer ec.mu.Unlock()
+	if ec.catching {
+		ec.held = append(ec.held, p)
 		return
 	}
-	e.gw.Broadcast(pm, conns)
+	e.sendConvLocked(cid, ec, transcriptOffset(p.Payload), p.Payload)
 }
 
 // ephFrom is the part of an ephemeral event the edge routes on.
@@ -431,7 +510,7 @@ func (e *edge) onMessage(c *gateway.Conn, typ gateway.MessageType, data []byte) 
 			st = "on"
 		}
 		ev := &protocol.Envelope{Type: protocol.TypeTyping, Conv: env.Conv, From: uid, Role: string(c.Identity().Role), State: st, TS: time.Now().UnixMilli()}
-		if _, err := e.bus.Publish(topicEph(env.Conv), protocol.MustEncode(ev)); err != nil {
+		if _, err := e.bus.Publish(c.Context(), topicEph(env.Conv), protocol.MustEncode(ev)); err != nil {
 			e.log.Warn("publish typing", "conv", env.Conv, "err", err)
 		}
 	case protocol.TypeResume:

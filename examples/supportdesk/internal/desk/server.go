@@ -103,7 +103,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.data = newDataPlane(s.ctx, cfg.NodeID, cfg.Store, s.bus, &s.cfg, s.log.With("component", "desk-data"))
-	s.edge = newEdge(cfg.NodeID, s.bus, s.data, &s.cfg, s.log.With("component", "desk-edge"))
+	s.edge = newEdge(s.ctx, cfg.NodeID, s.bus, s.data, &s.cfg, s.log.With("component", "desk-edge"))
 	s.data.report = s.edge.toCore
 	s.gw, err = gateway.New(gateway.Config{
 		Name:            "supportdesk-" + cfg.NodeID,
@@ -300,7 +300,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		s.data.close()
 		if s.cfg.Broker != nil {
-			_ = s.bus.Leave(topicNodes, s.cfg.NodeID)
+			_ = s.bus.Leave(ctx, topicNodes, s.cfg.NodeID)
 		}
 		// Hand the partition over at once (the lease is released).
 		s.stopCore("shutting down")
