@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -270,4 +271,26 @@ func TestConnValue(t *testing.T) {
 	assert.Equal(t, "19", c.Value())
 	c.SetValue(nil)
 	assert.Nil(t, c.Value())
+}
+
+// TestIdentityValue: what Authenticate parsed reaches the handlers typed.
+func TestIdentityValue(t *testing.T) {
+	type claims struct {
+		Skills   []string
+		Capacity int
+	}
+	got := make(chan claims, 1)
+	h := start(t, Config{
+		Authenticate: func(r *http.Request) (Identity, error) {
+			return Identity{UserID: "ann", Role: RoleAgent, Value: claims{Skills: []string{"billing", "fr"}, Capacity: 3}}, nil
+		},
+		OnOpen: func(c *Conn) { got <- c.Identity().Value.(claims) },
+	})
+	h.dialOpen(nil)
+	select {
+	case c := <-got:
+		assert.Equal(t, claims{Skills: []string{"billing", "fr"}, Capacity: 3}, c)
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnOpen not called")
+	}
 }

@@ -48,7 +48,7 @@ const (
 
 // Identity is who is behind a connection, as returned by Config.Authenticate.
 // It is stored by value in the Conn and must not be modified afterwards
-// (Attrs is shared, not copied).
+// (Attrs and what Value points to are shared, not copied).
 type Identity struct {
 	// UserID keys the per-user registry (SendToUser, UserConns). Empty for
 	// anonymous connections; anonymous connections are not indexed by user.
@@ -57,6 +57,10 @@ type Identity struct {
 	Role Role
 	// Attrs carries free-form attributes such as "tier": "vip".
 	Attrs map[string]string
+	// Value is the host's typed identity (for example its verified token
+	// claims), so that what Authenticate parsed reaches the handlers as it
+	// is, without a round trip through strings. The gateway never reads it.
+	Value any
 }
 
 // MessageType is the type of a WebSocket data message.

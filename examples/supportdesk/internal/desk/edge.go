@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -72,16 +70,16 @@ func newEdge(ctx context.Context, node string, bus *fanout.Bus, data *dataPlane,
 	return &edge{ctx: ctx, node: node, bus: bus, data: data, cfg: cfg, log: log, stopped: make(chan struct{}), pending: pendingCmds{cmds: map[string]*pendingCmd{}}, expiry: map[uint64]*time.Timer{}, users: map[string]*edgeUser{}, convs: map[string]*edgeConv{}, sups: map[string]struct{}{}}
 }
 
+// claimsOf returns the verified claims the connection was authenticated
+// with (gateway.Identity.Value).
+func claimsOf(c *gateway.Conn) auth.Claims {
+	cl, _ := c.Identity().Value.(auth.Claims) // always set by Server.authenticate
+	return cl
+}
+
 func identityCommand(kind string, c *gateway.Conn) *command {
-	id := c.Identity()
-	cmd := &command{Kind: kind, Conn: c.ID(), User: id.UserID, Role: string(id.Role), Name: id.Attrs["name"], Tier: id.Attrs["tier"]}
-	if s := id.Attrs["skills"]; s != "" {
-		cmd.Skills = strings.Split(s, ",")
-	}
-	if s := id.Attrs["capacity"]; s != "" {
-		cmd.Capacity, _ = strconv.Atoi(s)
-	}
-	return cmd
+	cl := claimsOf(c)
+	return &command{Kind: kind, Conn: c.ID(), User: cl.UserID, Role: cl.Role, Name: cl.Name, Tier: cl.Tier, Skills: cl.Skills, Capacity: cl.Capacity}
 }
 
 func (e *edge) reply(c *gateway.Conn, env *protocol.Envelope) { send(c, env) }
@@ -94,7 +92,7 @@ const CloseTokenExpired = 4003
 // connection to the core, which answers with hello.
 func (e *edge) onOpen(c *gateway.Conn) {
 	id := c.Identity()
-	if exp, err := strconv.ParseInt(id.Attrs["exp"], 10, 64); err == nil && exp > 0 {
+	if exp := claimsOf(c).Expires; exp > 0 {
 		t := time.AfterFunc(time.Until(time.Unix(exp, 0)), func() {
 			_ = c.Close(CloseTokenExpired, "token expired")
 		})
@@ -461,7 +459,7 @@ func (e *edge) onMessage(c *gateway.Conn, typ gateway.MessageType, data []byte) 
 	}
 	id := c.Identity()
 	uid := id.UserID
-	from := sender{id: uid, role: string(id.Role), name: id.Attrs["name"]}
+	from := sender{id: uid, role: string(id.Role), name: claimsOf(c).Name}
 	notMember := func() { e.data.notMember(c, &env) }
 	switch env.Type {
 	case protocol.TypePing:

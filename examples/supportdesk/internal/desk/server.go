@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -338,14 +337,7 @@ func (s *Server) authenticate(r *http.Request) (gateway.Identity, error) {
 	if err != nil {
 		return gateway.Identity{}, err
 	}
-	attrs := map[string]string{"name": c.Name, "tier": c.Tier, "exp": strconv.FormatInt(c.Expires, 10)}
-	if len(c.Skills) > 0 {
-		attrs["skills"] = strings.Join(c.Skills, ",")
-	}
-	if c.Capacity > 0 {
-		attrs["capacity"] = strconv.Itoa(c.Capacity)
-	}
-	return gateway.Identity{UserID: c.UserID, Role: gateway.Role(c.Role), Attrs: attrs}, nil
+	return gateway.Identity{UserID: c.UserID, Role: gateway.Role(c.Role), Value: c}, nil
 }
 
 var nameRE = regexp.MustCompile(`[^a-z0-9_-]+`)
