@@ -15,6 +15,13 @@ import (
 // The example's own wire protocol (see doc.go): who connects, and what
 // their text frames mean.
 
+// profile is what a connection declared, parsed once by auth and kept as
+// the gateway.Identity's Value.
+type profile struct {
+	tier, capacity int
+	skills         []string
+}
+
 // auth admits ?user=ID&role=customer&tier=0..2&skills=a,b and
 // ?user=ID&role=agent&skills=a,b&capacity=N, with ?token= when one is set.
 func auth(token string) func(*http.Request) (gateway.Identity, error) {
@@ -23,22 +30,22 @@ func auth(token string) func(*http.Request) (gateway.Identity, error) {
 		if token != "" && q.Get("token") != token || q.Get("user") == "" {
 			return gateway.Identity{}, errors.New("bad token or missing user")
 		}
+		tier, _ := strconv.Atoi(q.Get("tier"))
+		capacity, _ := strconv.Atoi(q.Get("capacity"))
+		skills := strings.FieldsFunc(q.Get("skills"), func(r rune) bool { return r == ',' })
 		return gateway.Identity{UserID: q.Get("user"), Role: gateway.Role(q.Get("role")),
-			Attrs: map[string]string{"tier": q.Get("tier"), "skills": q.Get("skills"), "capacity": q.Get("capacity")}}, nil
+			Value: profile{tier: min(max(tier, 0), 2), capacity: max(capacity, 1), skills: skills}}, nil
 	}
 }
 
 func (s *app) open(c *gateway.Conn) {
-	id, attrs := c.Identity().UserID, c.Identity().Attrs
-	skills := strings.FieldsFunc(attrs["skills"], func(r rune) bool { return r == ',' })
+	id, p := c.Identity().UserID, c.Identity().Value.(profile)
 	if c.Identity().Role == gateway.RoleAgent {
-		capacity, _ := strconv.Atoi(attrs["capacity"])
-		_ = s.a.UpsertAgent(router.Agent{ID: id, Presence: router.Online, Capacity: max(capacity, 1), Skills: skills})
+		_ = s.a.UpsertAgent(router.Agent{ID: id, Presence: router.Online, Capacity: p.capacity, Skills: p.skills})
 		return
 	}
-	tier, _ := strconv.Atoi(attrs["tier"])
-	req := router.Request{ConversationID: id, CustomerID: id, RequiredSkills: skills, WaitingSince: time.Now()}
-	if err := s.enqueue(c, id, tier, req); err != nil { // the conversation is named after its customer
+	req := router.Request{ConversationID: id, CustomerID: id, RequiredSkills: p.skills, WaitingSince: time.Now()}
+	if err := s.enqueue(c, id, p.tier, req); err != nil { // the conversation is named after its customer
 		_ = c.Close(gateway.ClosePolicyViolation, err.Error())
 	}
 }
