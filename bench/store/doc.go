@@ -14,5 +14,7 @@
 //
 // PostgreSQL runs locally (internal/pgtest: fsync on, synchronous_commit
 // on), on the same machine as the benchmark. run.sh rotates the order of
-// the backends between rounds.
+// the backends between rounds; compare.sh runs the append benchmarks of two
+// builds of this package (before and after a change) the same way, in one
+// run.
 package storebench

@@ -13,11 +13,26 @@
 //
 // Every write (Create, Update, Append, SetRead, Ping) goes to one writer
 // goroutine owned by the Store. It takes whatever writes are waiting — up to
-// Options.MaxBatch — applies them in one transaction and commits it with one
-// fsync (group commit), then answers each caller. A write that fails its own
-// checks (ErrVersionConflict, ErrFenced, …) changes nothing and does not
-// affect the others in its batch. Close stops the writer: writes still
-// queued fail with session.ErrRepositoryClosed.
+// Options.MaxBatch, yielding the processor while more keep arriving —
+// applies them in one transaction and commits it (group commit: bbolt
+// writes the changed pages, fdatasync, the meta page, fdatasync), then
+// answers each caller. A write that fails its own checks
+// (ErrVersionConflict, ErrFenced, …) changes nothing and does not affect
+// the others in its batch. Close stops the writer: writes still queued fail
+// with session.ErrRepositoryClosed.
+//
+// Appended messages first go to an append log: a bucket keyed by a global
+// sequence number, so that a commit of many messages to many conversations
+// writes a few consecutive pages instead of one page per conversation.
+// When more than Options.MergeAfter messages wait there, each write
+// transaction moves whole conversations — the one holding the oldest
+// waiting message first — into the per-conversation transcripts, many
+// messages per page rewritten. The writer keeps an index of the log in
+// memory (each conversation's waiting offsets, their client IDs), rebuilt
+// by Open; readers combine a conversation's transcript with its waiting
+// messages, so an Append that returned is visible to every later read, and
+// a read during a merge sees each message once. Each transaction is
+// self-contained, so a crash loses nothing that was acknowledged.
 //
 // The file is locked (flock) while open, so a second Store — in this process
 // or another — fails to open it with ErrLocked instead of corrupting it. A

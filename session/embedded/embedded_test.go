@@ -2,6 +2,7 @@ package embedded_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -20,13 +21,20 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestRepository(t *testing.T) {
-	root := t.TempDir()
-	repotest.Run(t, func(t *testing.T, name string) session.Repository {
-		s, err := embedded.Open(filepath.Join(root, name), embedded.Options{})
-		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, s.Close()) })
-		return s
-	})
+	// The default keeps every message of the suite in the append log;
+	// MergeAfter 1 merges at every commit (all but the last message), 5
+	// now and then.
+	for _, mergeAfter := range []int{0, 1, 5} {
+		t.Run(fmt.Sprint("MergeAfter=", mergeAfter), func(t *testing.T) {
+			root := t.TempDir()
+			repotest.Run(t, func(t *testing.T, name string) session.Repository {
+				s, err := embedded.Open(filepath.Join(root, name), embedded.Options{MergeAfter: mergeAfter})
+				require.NoError(t, err)
+				t.Cleanup(func() { require.NoError(t, s.Close()) })
+				return s
+			})
+		})
+	}
 }
 
 // requireStoreError checks that err is a *session.StoreError naming path and
@@ -152,7 +160,7 @@ func TestOpenErrors(t *testing.T) {
 	_, err = embedded.Open(filepath.Join(dir, "d"), embedded.Options{})
 	requireStoreError(t, err, filepath.Join(dir, "d", embedded.FileName), embedded.ErrCorrupt)
 
-	for _, opts := range []embedded.Options{{MaxBatch: -1}, {LockTimeout: -time.Second}} {
+	for _, opts := range []embedded.Options{{MaxBatch: -1}, {LockTimeout: -time.Second}, {MergeAfter: -1}} {
 		_, err = embedded.Open(t.TempDir(), opts)
 		require.ErrorIs(t, err, embedded.ErrInvalidOptions)
 	}
@@ -205,4 +213,80 @@ func TestCloseFailsQueuedWrites(t *testing.T) {
 	for off := range acked {
 		require.LessOrEqual(t, off, last)
 	}
+}
+
+// TestAppendLogAcrossReopen: messages still in the append log when the
+// store closes (it does not merge on Close, as a crash would not) are
+// there after reopening; a store reopened with a smaller MergeAfter merges
+// them as it writes; retries are answered as duplicates whether the
+// original waits in the log or was merged.
+func TestAppendLogAcrossReopen(t *testing.T) {
+	dir := t.TempDir()
+	ctx := t.Context()
+	s, err := embedded.Open(dir, embedded.Options{MergeAfter: 1000})
+	require.NoError(t, err)
+	want := map[string][]session.Message{}
+	appendTo := func(s *embedded.Store, conv string, n int) {
+		t.Helper()
+		for range n {
+			i := len(want[conv])
+			res, err := s.Append(ctx, session.Message{Conversation: conv, Sender: "ada", ClientID: fmt.Sprint("m", i), Body: fmt.Sprint(conv, " ", i)})
+			require.NoError(t, err)
+			require.False(t, res.Duplicate)
+			require.Equal(t, uint64(i+1), res.Message.Offset)
+			want[conv] = append(want[conv], res.Message)
+		}
+	}
+	check := func(s *embedded.Store) {
+		t.Helper()
+		for conv, msgs := range want {
+			got, err := s.Messages(ctx, conv, 0, 1000)
+			require.NoError(t, err)
+			require.Len(t, got, len(msgs), conv)
+			for i := range msgs {
+				require.Equal(t, msgs[i].Offset, got[i].Offset)
+				require.Equal(t, msgs[i].Body, got[i].Body)
+			}
+			page, err := s.Messages(ctx, conv, 2, 3)
+			require.NoError(t, err)
+			require.Len(t, page, min(3, max(0, len(msgs)-2)))
+			for i, m := range page {
+				require.Equal(t, uint64(3+i), m.Offset)
+			}
+			last, err := s.LastOffset(ctx, conv)
+			require.NoError(t, err)
+			require.Equal(t, uint64(len(msgs)), last)
+			for _, i := range []int{0, len(msgs) - 1} {
+				dup, err := s.Append(ctx, session.Message{Conversation: conv, Sender: "ada", ClientID: fmt.Sprint("m", i), Body: "retry"})
+				require.NoError(t, err)
+				require.True(t, dup.Duplicate, "%s m%d", conv, i)
+				require.Equal(t, msgs[i].Offset, dup.Message.Offset)
+				require.Equal(t, msgs[i].Body, dup.Message.Body)
+			}
+		}
+	}
+	appendTo(s, "a", 10)
+	appendTo(s, "b", 7)
+	check(s)
+	require.NoError(t, s.Close())
+
+	s, err = embedded.Open(dir, embedded.Options{MergeAfter: 1000})
+	require.NoError(t, err)
+	check(s) // all in the log
+	appendTo(s, "a", 3)
+	require.NoError(t, s.Close())
+
+	s, err = embedded.Open(dir, embedded.Options{MergeAfter: 4})
+	require.NoError(t, err)
+	check(s) // the log as it was: nothing was written yet
+	appendTo(s, "c", 1)
+	check(s) // "a" and "b" merged, partly or wholly
+	appendTo(s, "b", 5)
+	check(s)
+	require.NoError(t, s.Close())
+
+	s, err = embedded.Open(dir, embedded.Options{})
+	require.NoError(t, err)
+	check(s)
+	require.NoError(t, s.Close())
 }

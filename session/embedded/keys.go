@@ -26,9 +26,10 @@ var (
 	//   lp(conv) 'i' lp(sender) clientID → u64(offset)
 	bucketTranscripts = []byte("transcripts")
 	bucketReads       = []byte("reads") // lp(conv) participant → u64(offset)
-
-	allBuckets = [][]byte{bucketMeta, bucketRecords, bucketOpen, bucketCustomers, bucketAudit,
-		bucketFences, bucketTranscripts, bucketReads}
+	// Appended messages wait in the append log (applog.go) before they
+	// are merged into transcripts:
+	//   u64(seq) → u64(offset) lp(conv) lp(sender) lp(clientID) JSON(Message)
+	bucketLog = []byte("log")
 
 	keySchema = []byte("schema")
 )

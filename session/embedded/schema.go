@@ -14,19 +14,25 @@ import (
 var migrations = []func(tx *bolt.Tx) error{
 	// 1: the initial layout.
 	func(tx *bolt.Tx) error {
-		for _, name := range allBuckets {
+		for _, name := range [][]byte{bucketMeta, bucketRecords, bucketOpen, bucketCustomers, bucketAudit,
+			bucketFences, bucketTranscripts, bucketReads} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
 		}
 		return nil
 	},
+	// 2: the append log. Messages already in transcripts stay there.
+	func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketLog)
+		return err
+	},
 }
 
 // SchemaVersion is the schema version this release writes (the length of
 // migrations, which a test checks). Open migrates older stores to it and
 // refuses newer ones with session.ErrSchemaTooNew.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // migrate checks the stored schema version and applies the missing
 // migrations in one transaction.

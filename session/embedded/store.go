@@ -37,6 +37,16 @@ type Options struct {
 	// MaxBatch is the most writes committed in one transaction. Default
 	// 1024.
 	MaxBatch int
+	// MergeAfter is how many appended messages may wait in the append log
+	// before write transactions move the oldest conversations' messages
+	// into their transcripts (see the package documentation). More makes
+	// appends cheaper — a conversation's transcript pages are rewritten
+	// once for all the messages it gathered meanwhile — and costs memory
+	// (an index of the waiting messages — offsets, log keys, client IDs —
+	// about 250 bytes each with UUID-sized client IDs) and Open time (which
+	// reads the log: 20–45 ms for 16,384 messages on the development
+	// machine). Default 16384.
+	MergeAfter int
 	// LockTimeout is how long Open waits for another Store to release the
 	// directory before failing with ErrLocked. Default 1s.
 	LockTimeout time.Duration
@@ -52,11 +62,16 @@ func (o *Options) fill() error {
 	switch {
 	case o.MaxBatch < 0:
 		return fmt.Errorf("%w: MaxBatch %d is negative", ErrInvalidOptions, o.MaxBatch)
+	case o.MergeAfter < 0:
+		return fmt.Errorf("%w: MergeAfter %d is negative", ErrInvalidOptions, o.MergeAfter)
 	case o.LockTimeout < 0:
 		return fmt.Errorf("%w: LockTimeout %v is negative", ErrInvalidOptions, o.LockTimeout)
 	}
 	if o.MaxBatch == 0 {
 		o.MaxBatch = 1024
+	}
+	if o.MergeAfter == 0 {
+		o.MergeAfter = 16384
 	}
 	if o.LockTimeout == 0 {
 		o.LockTimeout = time.Second
@@ -70,6 +85,11 @@ type Store struct {
 	path string
 	opts Options
 	db   *bolt.DB
+
+	// log is the writer's state of the append log; tails is what readers
+	// see of it.
+	log   *appendLog
+	tails tails
 
 	ops        chan *op
 	quit       chan struct{} // closed by Close: stop intake
@@ -109,7 +129,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{
-		path: path, opts: opts, db: db,
+		path: path, opts: opts, db: db, log: newAppendLog(),
 		ops:        make(chan *op, opts.MaxBatch),
 		quit:       make(chan struct{}),
 		writerDone: make(chan struct{}),
@@ -124,6 +144,14 @@ func Open(dir string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	if err := s.view(s.log.load); err != nil {
+		_ = db.Close()
+		if _, ok := err.(*session.StoreError); !ok {
+			err = &session.StoreError{Op: "open", Path: path, Err: err}
+		}
+		return nil, err
+	}
+	s.log.publish(&s.tails)
 	go s.run()
 	return s, nil
 }

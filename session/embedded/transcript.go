@@ -17,8 +17,9 @@ func messagesPrefix(conv string) []byte { return append(lp(conv), 'm') }
 
 func messageKey(prefix []byte, off uint64) []byte { return appendU64(bytes.Clone(prefix), off) }
 
-func clientIDKey(m *session.Message) []byte {
-	return append(appendLP(append(lp(m.Conversation), 'i'), m.Sender), m.ClientID...)
+// clientIDKey is the transcripts key of a merged message's client ID.
+func clientIDKey(k clientKey) []byte {
+	return append(appendLP(append(lp(k.conv), 'i'), k.sender), k.clientID...)
 }
 
 // lastOffset returns the highest offset of the messages under prefix.
@@ -31,19 +32,19 @@ func lastOffset(b *bolt.Bucket, prefix []byte) uint64 {
 
 // Append stores m at its conversation's next offset, once per (Conversation,
 // Sender, ClientID); it returns when the batch holding it is committed and
-// fsync'd (see session.Repository).
+// fsync'd (see session.Repository). The message goes to the append log;
+// a later transaction merges it into the transcript.
 func (s *Store) Append(ctx context.Context, m session.Message) (session.AppendResult, error) {
 	if m.Conversation == "" {
 		return session.AppendResult{}, fmt.Errorf("embedded: append: message without conversation")
 	}
-	ckey := clientIDKey(&m)
-	if err := checkKey(ckey); err != nil {
+	key := clientKey{m.Conversation, m.Sender, m.ClientID}
+	if err := checkKey(clientIDKey(key)); err != nil {
 		return session.AppendResult{}, fmt.Errorf("append to %q: %w", m.Conversation, err)
 	}
 	if m.At.IsZero() {
 		m.At = time.Now()
 	}
-	prefix := messagesPrefix(m.Conversation)
 	// Encoded here, not in the writer's critical section: the offset is
 	// the key's, so the stored JSON carries none.
 	body, err := json.Marshal(&m)
@@ -52,30 +53,28 @@ func (s *Store) Append(ctx context.Context, m session.Message) (session.AppendRe
 	}
 	var res session.AppendResult
 	err = s.write(ctx, "append", func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketTranscripts)
+		tb := tx.Bucket(bucketTranscripts)
 		if m.ClientID != "" {
-			if v := b.Get(ckey); v != nil {
-				stored := b.Get(messageKey(prefix, u64(v)))
+			if e, ok := s.log.lookup(key); ok {
+				lv, err := readLog(tx, e.seq)
+				if err != nil {
+					return &session.StoreError{Op: "append", Path: s.path, Err: err}
+				}
+				return s.duplicate(&res, lv.data, e.off)
+			}
+			if v := tb.Get(clientIDKey(key)); v != nil {
+				stored := tb.Get(messageKey(messagesPrefix(m.Conversation), u64(v)))
 				if stored == nil {
 					return &session.StoreError{Op: "append", Path: s.path, Err: fmt.Errorf("%w: client ID %q of %q points to a missing message", ErrCorrupt, m.ClientID, m.Conversation)}
 				}
-				res = session.AppendResult{Duplicate: true}
-				if err := json.Unmarshal(stored, &res.Message); err != nil {
-					return &session.StoreError{Op: "append", Path: s.path, Err: fmt.Errorf("%w: %w", ErrCorrupt, err)}
-				}
-				res.Message.Offset = u64(v)
-				return nil
+				return s.duplicate(&res, stored, u64(v))
 			}
 		}
-		m.Offset = lastOffset(b, prefix) + 1
-		if err := put(b, messageKey(prefix, m.Offset), body); err != nil {
+		e, err := s.log.append(tx, key, body)
+		if err != nil {
 			return err
 		}
-		if m.ClientID != "" {
-			if err := put(b, ckey, appendU64(nil, m.Offset)); err != nil {
-				return err
-			}
-		}
+		m.Offset = e.off
 		res = session.AppendResult{Message: m}
 		return nil
 	})
@@ -85,8 +84,19 @@ func (s *Store) Append(ctx context.Context, m session.Message) (session.AppendRe
 	return res, nil
 }
 
+// duplicate sets res to the stored message data at offset off.
+func (s *Store) duplicate(res *session.AppendResult, data []byte, off uint64) error {
+	*res = session.AppendResult{Duplicate: true}
+	if err := json.Unmarshal(data, &res.Message); err != nil {
+		return &session.StoreError{Op: "append", Path: s.path, Err: fmt.Errorf("%w: %w", ErrCorrupt, err)}
+	}
+	res.Message.Offset = off
+	return nil
+}
+
 // Messages returns up to limit messages of conv after offset after, in
-// offset order.
+// offset order: those of the transcript, then those still in the append
+// log.
 func (s *Store) Messages(ctx context.Context, conv string, after uint64, limit int) ([]session.Message, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -97,17 +107,38 @@ func (s *Store) Messages(ctx context.Context, conv string, after uint64, limit i
 	if limit <= 0 || after == ^uint64(0) {
 		return nil, nil
 	}
+	tail := s.tails.load(conv) // before the transaction: see tails
 	var out []session.Message
+	decode := func(data []byte, off uint64) error {
+		var m session.Message
+		if err := json.Unmarshal(data, &m); err != nil {
+			return &session.StoreError{Op: "read messages of " + conv, Path: s.path, Err: fmt.Errorf("%w: %w", ErrCorrupt, err)}
+		}
+		m.Offset = off
+		out = append(out, m)
+		return nil
+	}
 	err := s.view(func(tx *bolt.Tx) error {
 		prefix := messagesPrefix(conv)
 		c := tx.Bucket(bucketTranscripts).Cursor()
+		seen := after
 		for k, v := c.Seek(messageKey(prefix, after+1)); k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, v = c.Next() {
-			var m session.Message
-			if err := json.Unmarshal(v, &m); err != nil {
-				return &session.StoreError{Op: "read messages of " + conv, Path: s.path, Err: fmt.Errorf("%w: %w", ErrCorrupt, err)}
+			seen = u64(k[len(prefix):])
+			if err := decode(v, seen); err != nil {
+				return err
 			}
-			m.Offset = u64(k[len(prefix):])
-			out = append(out, m)
+		}
+		for _, e := range tail.after(seen) {
+			if len(out) == limit {
+				break
+			}
+			lv, err := readLog(tx, e.seq)
+			if err != nil {
+				return &session.StoreError{Op: "read messages of " + conv, Path: s.path, Err: err}
+			}
+			if err := decode(lv.data, e.off); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -122,9 +153,10 @@ func (s *Store) LastOffset(ctx context.Context, conv string) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
+	tail := s.tails.load(conv) // before the transaction: see tails
 	var off uint64
 	err := s.view(func(tx *bolt.Tx) error {
-		off = lastOffset(tx.Bucket(bucketTranscripts), messagesPrefix(conv))
+		off = max(tail.last(), lastOffset(tx.Bucket(bucketTranscripts), messagesPrefix(conv)))
 		return nil
 	})
 	return off, err

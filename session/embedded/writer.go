@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
@@ -77,19 +78,40 @@ func (s *Store) run() {
 			s.failQueued()
 			return
 		}
-	fill:
+		batch = s.fill(batch)
+		s.commit(batch)
+		clear(batch)
+		batch = batch[:0]
+	}
+}
+
+// maxYields bounds how many times fill lets other goroutines run while
+// writes keep arriving.
+const maxYields = 8
+
+// fill adds the writes waiting to batch, up to MaxBatch. While they keep
+// arriving it yields the processor and looks again: the callers answered
+// by the previous commit are queueing their next writes, and one commit
+// for all of them costs about what a commit for the first few does. A
+// lone write waits one yield.
+func (s *Store) fill(batch []*op) []*op {
+	for yields := 0; len(batch) < s.opts.MaxBatch; yields++ {
+		n := len(batch)
+	drain:
 		for len(batch) < s.opts.MaxBatch {
 			select {
 			case o := <-s.ops:
 				batch = append(batch, o)
 			default:
-				break fill
+				break drain
 			}
 		}
-		s.commit(batch)
-		clear(batch)
-		batch = batch[:0]
+		if (yields > 0 && len(batch) == n) || yields == maxYields {
+			break
+		}
+		runtime.Gosched()
 	}
+	return batch
 }
 
 // failQueued answers the writes left in the queue at Close.
@@ -130,19 +152,33 @@ func (s *Store) commit(batch []*op) {
 	}
 }
 
-// apply runs the batch's ops in one transaction and commits it; a non-nil
-// result is a failure of the whole batch (nothing was written).
+// apply runs the batch's ops in one transaction, merges from the append
+// log, and commits; a non-nil result is a failure of the whole batch
+// (nothing was written). The append log's state follows the commit: its
+// changes are published to readers after it, or reloaded from the file
+// before the next transaction when it failed.
 func (s *Store) apply(batch []*op) (err error) {
 	tx, err := s.db.Begin(true)
 	if err != nil {
 		return err
 	}
+	committed := false
 	defer func() {
 		if r := recover(); r != nil {
 			_ = tx.Rollback()
 			err = &session.StoreError{Op: "write", Path: s.path, Err: fmt.Errorf("%w: %v", ErrCorrupt, r)}
 		}
+		if !committed {
+			s.log.stale = true
+		}
 	}()
+	if s.log.stale {
+		if err := s.log.load(tx); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		s.log.stale = false
+	}
 	for _, o := range batch {
 		if cerr := o.ctx.Err(); cerr != nil {
 			o.err = cerr
@@ -156,5 +192,18 @@ func (s *Store) apply(batch []*op) (err error) {
 		}
 		o.err = oerr
 	}
-	return tx.Commit()
+	if err := s.log.merge(tx, s.opts.MergeAfter); err != nil {
+		_ = tx.Rollback()
+		var se *storageError
+		if errors.As(err, &se) {
+			return se.err
+		}
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	committed = true
+	s.log.publish(&s.tails)
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -66,10 +67,14 @@ func open(t *testing.T, dsn string, opts pgstore.Options) *pgstore.Store {
 }
 
 func TestRepository(t *testing.T) {
-	prefix := fmt.Sprintf("repo%d_", runs.Add(1))
-	repotest.Run(t, func(t *testing.T, name string) session.Repository {
-		return open(t, database(t, prefix+name), pgstore.Options{})
-	})
+	for _, writers := range []int{0, 3} {
+		t.Run(fmt.Sprint("Writers=", writers), func(t *testing.T) {
+			prefix := fmt.Sprintf("repo%d_", runs.Add(1))
+			repotest.Run(t, func(t *testing.T, name string) session.Repository {
+				return open(t, database(t, prefix+name), pgstore.Options{Writers: writers})
+			})
+		})
+	}
 }
 
 func exec(t *testing.T, dsn, sql string, args ...any) {
@@ -260,4 +265,69 @@ func TestInvalidText(t *testing.T) {
 	require.Equal(t, uint64(1), res.Message.Offset)
 	_, err = s.Get(ctx, "c1")
 	require.True(t, errors.Is(err, session.ErrRecordNotFound))
+}
+
+// TestMigrateFromVersion1: a database of schema 1 (offsets from a counter
+// row per conversation) migrates; its messages, client IDs and numbering
+// carry on from the messages themselves.
+func TestMigrateFromVersion1(t *testing.T) {
+	dsn := database(t, fmt.Sprint(t.Name(), runs.Add(1)))
+	ctx := testContext(t)
+	v1, err := os.ReadFile("migrations/0001_init.sql")
+	require.NoError(t, err)
+	exec(t, dsn, string(v1))
+	exec(t, dsn, `CREATE TABLE switchboard_schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+		INSERT INTO switchboard_schema_migrations (version, name) VALUES (1, '0001_init.sql');
+		INSERT INTO switchboard_transcripts VALUES ('c', 2);
+		INSERT INTO switchboard_messages VALUES ('c', 1, 'ada', '', '', 'm1', 'one', now(), '', ''), ('c', 2, 'ada', '', '', 'm2', 'two', now(), '', '')`)
+
+	s := open(t, dsn, pgstore.Options{})
+	last, err := s.LastOffset(ctx, "c")
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), last)
+	dup, err := s.Append(ctx, session.Message{Conversation: "c", Sender: "ada", ClientID: "m2", Body: "retry"})
+	require.NoError(t, err)
+	require.True(t, dup.Duplicate)
+	require.Equal(t, "two", dup.Message.Body)
+	res, err := s.Append(ctx, session.Message{Conversation: "c", Sender: "ada", ClientID: "m3", Body: "three"})
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), res.Message.Offset)
+
+	conn, err := pgx.Connect(ctx, dsn)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var counters *string
+	require.NoError(t, conn.QueryRow(ctx, "SELECT to_regclass('switchboard_transcripts')::text").Scan(&counters))
+	require.Nil(t, counters, "the counters of schema 1 are dropped")
+}
+
+// TestWriters: appends spread over several writers (each its own
+// connection and conversations) stay gap-free per conversation, and the
+// pool must leave a connection beside them.
+func TestWriters(t *testing.T) {
+	s := open(t, database(t, fmt.Sprint(t.Name(), runs.Add(1))), pgstore.Options{Writers: 4, MaxConns: 5})
+	ctx := testContext(t)
+	const convs, per = 12, 20
+	var wg sync.WaitGroup
+	for c := range convs {
+		for i := range per {
+			wg.Go(func() {
+				_, err := s.Append(ctx, session.Message{Conversation: fmt.Sprint("c", c), Sender: "s", ClientID: fmt.Sprint(i)})
+				assert.NoError(t, err)
+			})
+		}
+	}
+	wg.Wait()
+	for c := range convs {
+		msgs, err := s.Messages(ctx, fmt.Sprint("c", c), 0, 100)
+		require.NoError(t, err)
+		require.Len(t, msgs, per)
+		for i, m := range msgs {
+			require.Equal(t, uint64(i+1), m.Offset)
+		}
+	}
+	for _, opts := range []pgstore.Options{{Writers: -1}, {Writers: 4, MaxConns: 4}} {
+		_, err := pgstore.Open(ctx, "postgres://127.0.0.1:1/x", opts)
+		require.ErrorIs(t, err, pgstore.ErrInvalidOptions, "%+v", opts)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net"
 	"strconv"
 	"sync"
@@ -29,12 +30,22 @@ var (
 
 // Options configures a Store. The zero value is a usable default.
 type Options struct {
-	// MaxConns is the connection pool's size. Default 8 (one is held by the
-	// append writer while it commits).
+	// MaxConns is the connection pool's size, the append writers'
+	// connections included. Default 8, and at least Writers+1.
 	MaxConns int32
 	// MaxBatch is the most Appends committed in one transaction. Default
 	// 1024.
 	MaxBatch int
+	// Writers is the number of append writers: each owns one connection
+	// for as long as the Store is open and commits the Appends of its share
+	// of the conversations (by a hash of the conversation ID), so their
+	// transactions run side by side and never wait for each other's locks.
+	// More than one pays when the server has cores to spare and fsyncs are
+	// cheap; otherwise one writer's larger batches share each fsync better
+	// (on the two-core development machine, 2 writers were 10–20 % faster
+	// with 256 concurrent appenders and up to 2.7 times slower with 64).
+	// Default 1.
+	Writers int
 	// WriteTimeout bounds a commit once it has started, and each batch of
 	// appends: the caller's context can cancel a write only before it
 	// reaches the database (see session.Repository). Default 10s.
@@ -47,11 +58,19 @@ func (o *Options) fill() error {
 		return fmt.Errorf("%w: MaxConns %d is negative", ErrInvalidOptions, o.MaxConns)
 	case o.MaxBatch < 0:
 		return fmt.Errorf("%w: MaxBatch %d is negative", ErrInvalidOptions, o.MaxBatch)
+	case o.Writers < 0:
+		return fmt.Errorf("%w: Writers %d is negative", ErrInvalidOptions, o.Writers)
 	case o.WriteTimeout < 0:
 		return fmt.Errorf("%w: WriteTimeout %v is negative", ErrInvalidOptions, o.WriteTimeout)
 	}
+	if o.Writers == 0 {
+		o.Writers = 1
+	}
 	if o.MaxConns == 0 {
-		o.MaxConns = 8
+		o.MaxConns = max(8, int32(o.Writers)+1)
+	}
+	if int(o.MaxConns) <= o.Writers {
+		return fmt.Errorf("%w: MaxConns %d leaves no connection beside the %d Writers", ErrInvalidOptions, o.MaxConns, o.Writers)
 	}
 	if o.MaxBatch == 0 {
 		o.MaxBatch = 1024
@@ -63,17 +82,19 @@ func (o *Options) fill() error {
 }
 
 // Store is a session.Repository on PostgreSQL. It is safe for concurrent
-// use; it owns a connection pool and one append writer goroutine, both
-// stopped by Close.
+// use; it owns a connection pool and Options.Writers append writer
+// goroutines, all stopped by Close.
 type Store struct {
 	pool *pgxpool.Pool
 	opts Options
 	addr string // host:port/database, for errors
 
-	appends    chan *appendReq
+	writers    []*writer
+	seed       maphash.Seed // picks a conversation's writer
 	quit       chan struct{}
-	writerDone chan struct{}
-	writerCtx  context.Context // the writer's lifetime, canceled by Close
+	writersRun sync.WaitGroup
+	writersEnd chan struct{}   // closed when every writer has exited
+	writerCtx  context.Context // the writers' lifetime, canceled by Close
 	stopWriter context.CancelFunc
 	closed     atomic.Bool
 	closeOnce  sync.Once
@@ -102,18 +123,38 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		pool: pool, opts: opts, addr: addr,
-		appends:    make(chan *appendReq, opts.MaxBatch),
+		seed:       maphash.MakeSeed(),
 		quit:       make(chan struct{}),
-		writerDone: make(chan struct{}),
+		writersEnd: make(chan struct{}),
 	}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err
 	}
-	// The writer outlives Open's call: its context keeps ctx's values but
+	// The writers outlive Open's call: their context keeps ctx's values but
 	// not its cancellation, and ends with Close.
 	s.writerCtx, s.stopWriter = context.WithCancel(context.WithoutCancel(ctx))
-	go s.run()
+	for range opts.Writers {
+		w := &writer{s: s, appends: make(chan *appendReq, opts.MaxBatch)}
+		// Connected and prepared now, so that the first appends do not pay
+		// for it (and a broken schema fails Open).
+		if err := w.connect(ctx); err != nil {
+			s.stopWriter()
+			for _, w := range s.writers {
+				w.release()
+			}
+			pool.Close()
+			return nil, s.classify(ctx, "open", err)
+		}
+		s.writers = append(s.writers, w)
+	}
+	for _, w := range s.writers {
+		s.writersRun.Go(w.run)
+	}
+	go func() {
+		s.writersRun.Wait()
+		close(s.writersEnd)
+	}()
 	return s, nil
 }
 
@@ -124,7 +165,7 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		close(s.quit)
-		<-s.writerDone
+		<-s.writersEnd
 		s.stopWriter()
 		s.pool.Close()
 	})

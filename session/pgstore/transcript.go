@@ -79,10 +79,7 @@ func (s *Store) LastOffset(ctx context.Context, conv string) (uint64, error) {
 		return 0, nil
 	}
 	var last int64
-	err := s.pool.QueryRow(ctx, "SELECT last_offset FROM switchboard_transcripts WHERE conv = $1", conv).Scan(&last)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, nil
-	}
+	err := s.pool.QueryRow(ctx, "SELECT COALESCE(max(off), 0) FROM switchboard_messages WHERE conv = $1", conv).Scan(&last)
 	if err != nil {
 		return 0, s.classify(ctx, "last offset", err)
 	}

@@ -42,6 +42,7 @@ func Run(t *testing.T, open Opener) {
 		{"AppendConcurrent", testAppendConcurrent},
 		{"AppendConcurrentDuplicates", testAppendConcurrentDuplicates},
 		{"MessagesPaging", testMessagesPaging},
+		{"MessagesWhileAppending", testMessagesWhileAppending},
 		{"ReadMarkers", testReadMarkers},
 		{"Reopen", testReopen},
 		{"Ping", testPing},

@@ -3,6 +3,7 @@ package repotest
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -203,6 +204,112 @@ func testAppendConcurrentDuplicates(t *testing.T, open Opener) {
 		require.NoError(t, err)
 		require.Equal(t, uint64(round+1), last)
 	}
+}
+
+// testMessagesWhileAppending: readers running alongside writers see each
+// conversation as offsets 1..n without gaps or repeats, holding at least
+// every message whose Append returned before the read started, whether
+// they read it whole or in pages; LastOffset is never behind either.
+func testMessagesWhileAppending(t *testing.T, open Opener) {
+	ctx := testContext(t)
+	repo := open(t, "read-while-append")
+	const writers, perWriter, convs, readers = 8, 30, 3, 3
+	conv := func(c int) string { return fmt.Sprintf("conv-%d", c) }
+	// acked[c] is the highest offset of conv c an Append has returned:
+	// offsets are gap-free, so 1..acked[c] are all stored.
+	var acked [convs]atomic.Uint64
+	var wg, readersWG sync.WaitGroup
+	errs := make(chan error, writers+readers)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range perWriter {
+				c := (w + i) % convs
+				res, err := repo.Append(ctx, msg(conv(c), fmt.Sprintf("user-%d", w), fmt.Sprintf("msg-%d", i), fmt.Sprintf("w%d i%d", w, i)))
+				if err != nil {
+					errs <- err
+					return
+				}
+				for {
+					cur := acked[c].Load()
+					if res.Message.Offset <= cur || acked[c].CompareAndSwap(cur, res.Message.Offset) {
+						break
+					}
+				}
+			}
+		})
+	}
+	stop := make(chan struct{})
+	check := func(c int, whole bool) error {
+		want := acked[c].Load()
+		var got []session.Message
+		if whole {
+			msgs, err := repo.Messages(ctx, conv(c), 0, 1<<20)
+			if err != nil {
+				return err
+			}
+			got = msgs
+		} else {
+			for {
+				after := uint64(len(got))
+				page, err := repo.Messages(ctx, conv(c), after, 7)
+				if err != nil {
+					return err
+				}
+				if len(page) == 0 {
+					break
+				}
+				if page[0].Offset != after+1 {
+					return fmt.Errorf("%s: page after %d starts at %d", conv(c), after, page[0].Offset)
+				}
+				got = append(got, page...)
+			}
+		}
+		for i, m := range got {
+			if m.Offset != uint64(i+1) || m.Conversation != conv(c) {
+				return fmt.Errorf("%s: message %d of a read is offset %d of %q", conv(c), i, m.Offset, m.Conversation)
+			}
+		}
+		if uint64(len(got)) < want {
+			return fmt.Errorf("%s: read %d messages, %d were acknowledged before", conv(c), len(got), want)
+		}
+		last, err := repo.LastOffset(ctx, conv(c))
+		if err != nil {
+			return err
+		}
+		if last < uint64(len(got)) {
+			return fmt.Errorf("%s: LastOffset %d after reading %d messages", conv(c), last, len(got))
+		}
+		return nil
+	}
+	for r := range readers {
+		readersWG.Go(func() {
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := check((r+n)%convs, n%2 == 0); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	readersWG.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	total := 0
+	for c := range convs {
+		require.NoError(t, check(c, true))
+		require.NoError(t, check(c, false))
+		total += int(acked[c].Load())
+	}
+	require.Equal(t, writers*perWriter, total)
 }
 
 func testMessagesPaging(t *testing.T, open Opener) {
