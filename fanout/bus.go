@@ -13,7 +13,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 
-	"github.com/switchboard-go/switchboard/fanout/internal/lifetime"
+	"github.com/switchboard-go/switchboard/internal/lifetime"
 )
 
 // Bus is a topic publish/subscribe hub with bounded subscribers, history

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/switchboard-go/switchboard/fanout/internal/lifetime"
+	"github.com/switchboard-go/switchboard/internal/lifetime"
 )
 
 // Shutdown stops the bus gracefully. It stops intake at once (Subscribe,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/switchboard-go/switchboard/internal/lifetime"
 )
 
 // pollerStartGrace is the minimum engine uptime before Shutdown stops it.
@@ -81,8 +83,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 // have returned. During a Shutdown it cuts the drain short. It is
 // idempotent and returns nil.
 func (g *Gateway) Close() error {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
+	ctx := lifetime.Canceled() // Close is Shutdown with a context already done
 	if err := g.Shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}

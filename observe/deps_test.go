@@ -9,9 +9,9 @@ import (
 )
 
 // TestComponentDependencyRule checks the rule the README states: a
-// component imports observe and nothing else of Switchboard (its own
-// internal packages aside), and none links net/http/pprof or a heavy
-// backend client.
+// component imports observe and nothing else of Switchboard but the
+// module's small internal helpers (lifetime, notify), and none links
+// net/http/pprof or a heavy backend client.
 func TestComponentDependencyRule(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs go list")
@@ -24,7 +24,7 @@ func TestComponentDependencyRule(t *testing.T) {
 		for dep := range strings.Lines(string(out)) {
 			dep = strings.TrimSpace(dep)
 			if rest, ok := strings.CutPrefix(dep, mod); ok {
-				ok := rest == c || rest == "observe" || strings.HasPrefix(rest, c+"/internal/")
+				ok := rest == c || rest == "observe" || rest == "internal/lifetime" || rest == "internal/notify"
 				require.True(t, ok, "%s imports %s", c, dep)
 			}
 			for _, f := range forbidden {

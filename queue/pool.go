@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/switchboard-go/switchboard/internal/lifetime"
 )
 
 // Pool runs items from a Queue on a fixed number of worker goroutines.
@@ -167,9 +169,8 @@ func (p *Pool[T]) Shutdown(ctx context.Context) error {
 // have returned; waiting items stay in the closed queue. It is idempotent
 // and returns nil.
 func (p *Pool[T]) Close() error {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_ = p.Shutdown(ctx) // only reports that the drain was cut short, as Close documents
+	ctx := lifetime.Canceled() // Close is Shutdown with a context already done
+	_ = p.Shutdown(ctx)        // only reports that the drain was cut short, as Close documents
 	return nil
 }
 

@@ -80,7 +80,7 @@ func (q *Queue[T]) expireLocked(ti, pos int, idx int32, now int64) (dropped, han
 		t.stats.Escalated++
 		q.m.action(ti, Escalate)
 		if q.cfg.OnEscalate != nil {
-			q.notes.post(event[T]{kind: Escalate, item: q.itemLocked(idx)})
+			q.notes.Post(event[T]{kind: Escalate, item: q.itemLocked(idx)})
 		}
 		return false, true
 	case RetryOnce:
@@ -96,7 +96,7 @@ func (q *Queue[T]) expireLocked(ti, pos int, idx int32, now int64) (dropped, han
 		}
 		q.positionsChangedLocked()
 		if q.cfg.OnRetry != nil {
-			q.notes.post(event[T]{kind: RetryOnce, item: q.itemLocked(idx)})
+			q.notes.Post(event[T]{kind: RetryOnce, item: q.itemLocked(idx)})
 		}
 		return false, false
 	default: // Drop
@@ -104,7 +104,7 @@ func (q *Queue[T]) expireLocked(ti, pos int, idx int32, now int64) (dropped, han
 		t.stats.Abandoned++
 		q.m.action(ti, Drop)
 		if q.cfg.OnDrop != nil {
-			q.notes.post(event[T]{kind: Drop, item: q.itemLocked(idx)})
+			q.notes.Post(event[T]{kind: Drop, item: q.itemLocked(idx)})
 		}
 		q.removeLocked(ti, pos)
 		q.freeLocked(idx)

@@ -45,7 +45,7 @@ func (q *Queue[T]) onPositionTimer() {
 		}
 	}
 	if len(ups) > 0 {
-		q.notes.post(event[T]{ups: ups})
+		q.notes.Post(event[T]{ups: ups})
 	}
 	q.mu.Unlock()
 }

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/switchboard-go/switchboard/internal/lifetime"
+	"github.com/switchboard-go/switchboard/internal/notify"
 )
 
 // Queue is a bounded multi-tier priority queue with per-tier SLA deadlines.
@@ -61,7 +64,7 @@ type Queue[T any] struct {
 	poolWorkers int
 
 	// callbacks, delivered in order on the queue's own goroutine
-	notes *notifier[event[T]]
+	notes *notify.Notifier[event[T]]
 
 	// position debounce
 	posTimer *time.Timer
@@ -113,7 +116,7 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 	}
 	q := &Queue[T]{cfg: c, nanotime: nanoClock(), ids: make(map[string]int32), svc: make([]int64, c.ServiceWindow)}
 	q.waiters.New = newWaiter
-	q.notes = newNotifier(q.deliver)
+	q.notes = notify.New(q.deliver)
 	q.classIDs = map[string]int32{"": 0}
 	q.classNames = []string{""}
 	q.classRefs = []int32{0}
@@ -542,16 +545,15 @@ func (q *Queue[T]) Stats(i int) Stats {
 // lock that a callback takes.
 func (q *Queue[T]) Shutdown(ctx context.Context) error {
 	q.closeIntake()
-	return q.notes.stop(ctx)
+	return q.notes.Stop(ctx)
 }
 
 // Close is Shutdown without the grace: intake stops and callbacks not yet
 // delivered are dropped; it returns once the callback running (if any) has
 // returned. Waiting items stay poppable. Close is idempotent and returns nil.
 func (q *Queue[T]) Close() error {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_ = q.Shutdown(ctx) // only reports dropped callbacks, as Close documents
+	ctx := lifetime.Canceled() // Close is Shutdown with a context already done
+	_ = q.Shutdown(ctx)        // only reports dropped callbacks, as Close documents
 	return nil
 }
 

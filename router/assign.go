@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchboard-go/switchboard/internal/lifetime"
+	"github.com/switchboard-go/switchboard/internal/notify"
 	"github.com/switchboard-go/switchboard/observe"
 )
 
@@ -341,7 +343,7 @@ type Assigner struct {
 	onOffline func(AgentOffline)
 	prefix    string // offer ID prefix, unique per Assigner
 
-	notes *notifier[assignNote]
+	notes *notify.Notifier[assignNote]
 
 	mu       sync.Mutex
 	closed   bool // Shutdown or Close began: no more state changes
@@ -411,7 +413,7 @@ func NewAssigner(cfg AssignerConfig) (*Assigner, error) {
 		convs:     map[string]assignConv{},
 		offers:    map[string]*assignOffer{},
 	}
-	a.notes = newNotifier(a.deliver)
+	a.notes = notify.New(a.deliver)
 	if a.strat == nil {
 		a.strat = LeastLoaded()
 	}
@@ -466,16 +468,15 @@ func (a *Assigner) Shutdown(ctx context.Context) error {
 		}
 	}
 	a.mu.Unlock()
-	return a.notes.stop(ctx)
+	return a.notes.Stop(ctx)
 }
 
 // Close is Shutdown without the grace: it stops the Assigner at once,
 // dropping the callbacks not yet delivered, and returns when the callback
 // running (if any) has returned. It is idempotent and returns nil.
 func (a *Assigner) Close() error {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_ = a.Shutdown(ctx) // only reports that callbacks were dropped, as Close documents
+	ctx := lifetime.Canceled() // Close is Shutdown with a context already done
+	_ = a.Shutdown(ctx)        // only reports that callbacks were dropped, as Close documents
 	return nil
 }
 
@@ -496,12 +497,12 @@ func (a *Assigner) Ready() error {
 func (a *Assigner) postLocked(ev *assignEvents) {
 	if a.onExpired != nil {
 		for i := range ev.offers {
-			a.notes.post(assignNote{expired: &ev.offers[i]})
+			a.notes.Post(assignNote{expired: &ev.offers[i]})
 		}
 	}
 	if a.onOffline != nil {
 		for i := range ev.offline {
-			a.notes.post(assignNote{offline: &ev.offline[i]})
+			a.notes.Post(assignNote{offline: &ev.offline[i]})
 		}
 	}
 	if ev.capN == 0 {
@@ -512,10 +513,10 @@ func (a *Assigner) postLocked(ev *assignEvents) {
 	}
 	if a.onCap != nil {
 		for i := range ev.capN {
-			a.notes.post(assignNote{capacity: ev.capBuf[i]})
+			a.notes.Post(assignNote{capacity: ev.capBuf[i]})
 		}
 		for _, e := range ev.capMore {
-			a.notes.post(assignNote{capacity: e})
+			a.notes.Post(assignNote{capacity: e})
 		}
 	}
 }
@@ -533,7 +534,7 @@ func (a *Assigner) deliver(n assignNote) {
 }
 
 // flush waits until every callback queued so far has been delivered.
-func (a *Assigner) flush() { a.notes.flush() }
+func (a *Assigner) flush() { a.notes.Flush() }
 
 // gained records a capacity event if g's assignable slots grew past before.
 func (a *Assigner) gained(g *agentState, before int, reason CapacityReason, ev *assignEvents) {

@@ -14,6 +14,8 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 
+	"github.com/switchboard-go/switchboard/internal/lifetime"
+	"github.com/switchboard-go/switchboard/internal/notify"
 	"github.com/switchboard-go/switchboard/observe"
 )
 
@@ -127,7 +129,7 @@ type Ring struct {
 	onChange   func(RingChange)
 	metrics    *ringMetrics // nil without an Observer
 
-	notes *notifier[RingChange] // nil without OnChange
+	notes *notify.Notifier[RingChange] // nil without OnChange
 
 	mu     sync.Mutex // serialises mutations and guards closed
 	closed bool
@@ -175,7 +177,7 @@ func NewRing(cfg RingConfig) (*Ring, error) {
 		onChange:   cfg.OnChange,
 	}
 	if r.onChange != nil {
-		r.notes = newNotifier(r.onChange)
+		r.notes = notify.New(r.onChange)
 	}
 	switch {
 	case cfg.VirtualNodes < 0:
@@ -398,16 +400,15 @@ func (r *Ring) Shutdown(ctx context.Context) error {
 	if r.notes == nil {
 		return nil
 	}
-	return r.notes.stop(ctx)
+	return r.notes.Stop(ctx)
 }
 
 // Close is Shutdown without the grace: changes not yet delivered to
 // OnChange are dropped; it returns once the call in progress (if any) has
 // returned. It is idempotent and returns nil.
 func (r *Ring) Close() error {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_ = r.Shutdown(ctx) // only reports dropped changes, as Close documents
+	ctx := lifetime.Canceled() // Close is Shutdown with a context already done
+	_ = r.Shutdown(ctx)        // only reports dropped changes, as Close documents
 	return nil
 }
 
@@ -492,7 +493,7 @@ func (r *Ring) mutate(op string, f func(cur []Node) ([]Node, error)) error {
 		ch := ringDiff(cur, next)
 		r.metrics.moved(ch)
 		if r.notes != nil {
-			r.notes.post(ch) // under r.mu: delivered in Version order
+			r.notes.Post(ch) // under r.mu: delivered in Version order
 		}
 	}
 	r.mu.Unlock()
@@ -502,7 +503,7 @@ func (r *Ring) mutate(op string, f func(cur []Node) ([]Node, error)) error {
 // flush waits until every change made so far has been delivered.
 func (r *Ring) flush() {
 	if r.notes != nil {
-		r.notes.flush()
+		r.notes.Flush()
 	}
 }
 

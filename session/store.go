@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/switchboard-go/switchboard/internal/lifetime"
 	"github.com/switchboard-go/switchboard/observe"
 )
 
@@ -304,9 +305,8 @@ func (s *Store[K, V]) Close() error {
 		<-s.done
 	}
 	if s.notes != nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		_ = s.notes.stop(ctx) // only reports that evictions were dropped, as Close documents
+		ctx := lifetime.Canceled() // Close is Shutdown with a context already done
+		_ = s.notes.stop(ctx)      // only reports that evictions were dropped, as Close documents
 	}
 	return nil
 }

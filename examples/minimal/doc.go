@@ -9,9 +9,11 @@
 //     conversation, in the queue's own order, that router.Assigner can
 //     give to a free agent with the required skills; a skill set nobody
 //     can serve now does not block the conversations behind it;
-//   - messages: each conversation is a fanout topic; the customer's and the
-//     assigned agent's connections subscribe, bound to the connection with
-//     gateway.Conn.Bind so they end when it closes;
+//   - messages: each conversation is a fanout topic; the customer's
+//     connection subscribes, bound to it with gateway.Conn.Bind so the
+//     subscription ends when it closes; the assigned agent's subscription
+//     reaches every connection of the agent and ends at resolve or when the
+//     agent is lost;
 //   - agent loss: when an agent's last connection closes (after a grace
 //     period) its conversations go back to the queue in the place they had;
 //   - metrics, /healthz and /readyz (every component's Ready) on -ops.
@@ -28,6 +30,10 @@
 //
 //	customer: ?user=alice&role=customer&tier=0|1|2&skills=billing,french
 //	agent:    ?user=bob&role=agent&skills=billing&capacity=2
+//
+// tier defaults to 2 (standard) and capacity to 1; anything else — no
+// user, another role, a tier outside 0..2, a capacity below 1 — is refused
+// with 401.
 //
 // Frames are text. A customer's frame is a chat line; an agent's is
 // "CONV TEXT" or "CONV /resolve" (a conversation is named after its

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 
 	"github.com/switchboard-go/switchboard/fanout"
@@ -20,18 +21,19 @@ import (
 // whose value is the router.Request it needs; while assigned, the router
 // keeps that item (Request.Value) so an agent's loss can requeue it in place.
 type app struct {
-	ctx  context.Context
-	g    *gateway.Gateway
-	q    *queue.Queue[router.Request]
-	a    *router.Assigner
-	bus  *fanout.Bus
-	ends sync.Map // conversation → ends the assigned agent's subscription
+	ctx    context.Context
+	g      *gateway.Gateway
+	q      *queue.Queue[router.Request]
+	a      *router.Assigner
+	bus    *fanout.Bus
+	log    *slog.Logger
+	agents sync.Map // conversation → the assigned agent's *fanout.Subscription
 }
 
 // newApp builds the components in the documented order (README "Wiring")
 // and registers their readiness with obs.
 func newApp(ctx context.Context, obs *observe.Observer, o Options) (*app, error) {
-	s := &app{ctx: ctx}
+	s := &app{ctx: ctx, log: obs.Logger()}
 	qc := queue.WaitingRoom[router.Request]() // P0..P2 with SLA deadlines: escalate, never drop
 	qc.Observer, qc.OnPosition = obs, s.positions
 	var errs [4]error
@@ -56,14 +58,20 @@ func (s *app) shutdown(ctx context.Context) error {
 	return errors.Join(s.g.Shutdown(ctx), s.q.Shutdown(ctx), s.a.Shutdown(ctx), s.bus.Shutdown(ctx))
 }
 
-// enqueue puts a customer's conversation in the waiting room.
+// enqueue puts a customer's conversation in the waiting room; the
+// customer's connection receives it until it closes.
 func (s *app) enqueue(c *gateway.Conn, conv string, tier int, req router.Request) error {
-	s.subscribe(c, conv)
-	if err := s.q.PushClass(conv, tier, req.Class(), req); err != nil {
-		return err
+	sub, err := s.bus.Subscribe(s.ctx, "conv:"+conv, fanout.SubscribeOptions{OnPublication: func(p fanout.Publication) { s.send(c, string(p.Payload)) }})
+	if err == nil {
+		_, err = c.Bind(sub) // closed with the connection, even if it is closing now
 	}
-	s.match()
-	return nil
+	if err == nil {
+		err = s.q.PushClass(conv, tier, req.Class(), req)
+	}
+	if err == nil {
+		s.match()
+	}
+	return err
 }
 
 // match assigns waiting conversations, in the queue's order, to agents
@@ -82,13 +90,14 @@ func (s *app) match() {
 			return queue.Take
 		})
 		if errors.Is(err, queue.ErrClaimLost) { // the customer left meanwhile
-			_ = s.a.Release(it.ID)
+			s.check("release", s.a.Release(it.ID))
 			continue
 		} else if err != nil {
 			return
 		}
-		for _, c := range s.g.UserConns(agent) {
-			s.ends.Store(it.ID, s.subscribe(c, it.ID))
+		sub, err := s.bus.Subscribe(s.ctx, "conv:"+it.ID, fanout.SubscribeOptions{OnPublication: func(p fanout.Publication) { s.g.SendToUser(agent, gateway.TextMessage, p.Payload) }})
+		if s.check("subscribe", err) {
+			s.agents.Store(it.ID, sub) // every connection of the agent receives it
 		}
 		s.publish(it.ID, "assigned "+it.ID+" "+agent)
 	}
@@ -97,7 +106,7 @@ func (s *app) match() {
 // requeue puts an offline agent's conversations back where they were.
 func (s *app) requeue(off router.AgentOffline) {
 	for _, c := range off.Conversations {
-		s.ends.Delete(c.ConversationID) // closed with the agent's connections
+		s.unfollow(c.ConversationID)
 		if it, ok := c.Value.(queue.Item[router.Request]); ok && s.q.Requeue(it) == nil {
 			s.publish(c.ConversationID, "requeued "+c.ConversationID)
 		}
@@ -105,19 +114,10 @@ func (s *app) requeue(off router.AgentOffline) {
 	s.match()
 }
 
-// subscribe delivers conversation conv to c while c is open; end stops it
-// earlier.
-func (s *app) subscribe(c *gateway.Conn, conv string) (end func()) {
-	sub, err := s.bus.Subscribe(s.ctx, "conv:"+conv, fanout.SubscribeOptions{
-		OnPublication: func(p fanout.Publication) { _ = c.Send(gateway.TextMessage, p.Payload) }})
-	if err != nil {
-		return func() {}
-	}
-	unbind, _ := c.Bind(sub) // closed with the connection, even if it is closing now
-	return func() {
-		if unbind() {
-			_ = sub.Close()
-		}
+// unfollow stops delivering conv to its agent.
+func (s *app) unfollow(conv string) {
+	if sub, ok := s.agents.LoadAndDelete(conv); ok {
+		s.check("unsubscribe", sub.(*fanout.Subscription).Close())
 	}
 }
 
@@ -131,10 +131,11 @@ func (s *app) leave(conv string) {
 
 // release ends an assignment; the agent's free slot triggers OnCapacity.
 func (s *app) release(conv string) {
-	if end, ok := s.ends.LoadAndDelete(conv); ok {
-		end.(func())()
-	}
-	_ = s.a.Release(conv)
+	s.unfollow(conv)
+	s.check("release", s.a.Release(conv))
 }
 
-func (s *app) publish(conv, text string) { _, _ = s.bus.Publish(s.ctx, "conv:"+conv, []byte(text)) }
+func (s *app) publish(conv, text string) {
+	_, err := s.bus.Publish(s.ctx, "conv:"+conv, []byte(text))
+	s.check("publish", err)
+}

@@ -214,6 +214,17 @@ func TestAuthMetricsAndHealth(t *testing.T) {
 	require.Error(t, err)
 	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 	_ = resp.Body.Close()
+	for _, bad := range []url.Values{
+		{"user": {"x"}, "role": {"customer"}, "tier": {"7"}, "token": {"s3cret"}},
+		{"user": {"x"}, "role": {"agent"}, "capacity": {"0"}, "token": {"s3cret"}},
+		{"user": {"x"}, "role": {"boss"}, "token": {"s3cret"}},
+		{"role": {"customer"}, "token": {"s3cret"}},
+	} {
+		_, resp, err := websocket.DefaultDialer.Dial("ws://"+s.ws+"/ws?"+bad.Encode(), nil)
+		require.Error(t, err, "%v", bad)
+		require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "%v", bad)
+		_ = resp.Body.Close()
+	}
 	c := s.dial(t, url.Values{"user": {"x"}, "role": {"customer"}, "tier": {"2"}, "token": {"s3cret"}})
 	c.expect("queued 1")
 	get := func(path string) (int, string) {

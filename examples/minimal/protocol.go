@@ -2,6 +2,8 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -30,23 +32,34 @@ func auth(token string) func(*http.Request) (gateway.Identity, error) {
 		if token != "" && q.Get("token") != token || q.Get("user") == "" {
 			return gateway.Identity{}, errors.New("bad token or missing user")
 		}
-		tier, _ := strconv.Atoi(q.Get("tier"))
-		capacity, _ := strconv.Atoi(q.Get("capacity"))
-		skills := strings.FieldsFunc(q.Get("skills"), func(r rune) bool { return r == ',' })
-		return gateway.Identity{UserID: q.Get("user"), Role: gateway.Role(q.Get("role")),
-			Value: profile{tier: min(max(tier, 0), 2), capacity: max(capacity, 1), skills: skills}}, nil
+		if r := q.Get("role"); r != string(gateway.RoleCustomer) && r != string(gateway.RoleAgent) {
+			return gateway.Identity{}, fmt.Errorf("role %q: want customer or agent", r)
+		}
+		p := profile{tier: 2, capacity: 1, skills: strings.FieldsFunc(q.Get("skills"), func(r rune) bool { return r == ',' })}
+		var err error
+		if t := q.Get("tier"); t != "" {
+			if p.tier, err = strconv.Atoi(t); err != nil || p.tier < 0 || p.tier > 2 {
+				return gateway.Identity{}, fmt.Errorf("tier %q: want 0, 1 or 2", t)
+			}
+		}
+		if n := q.Get("capacity"); n != "" {
+			if p.capacity, err = strconv.Atoi(n); err != nil || p.capacity < 1 {
+				return gateway.Identity{}, fmt.Errorf("capacity %q: want a positive number", n)
+			}
+		}
+		return gateway.Identity{UserID: q.Get("user"), Role: gateway.Role(q.Get("role")), Value: p}, nil
 	}
 }
 
 func (s *app) open(c *gateway.Conn) {
 	id, p := c.Identity().UserID, c.Identity().Value.(profile)
 	if c.Identity().Role == gateway.RoleAgent {
-		_ = s.a.UpsertAgent(router.Agent{ID: id, Presence: router.Online, Capacity: p.capacity, Skills: p.skills})
+		s.check("agent online", s.a.UpsertAgent(router.Agent{ID: id, Presence: router.Online, Capacity: p.capacity, Skills: p.skills}))
 		return
 	}
 	req := router.Request{ConversationID: id, CustomerID: id, RequiredSkills: p.skills, WaitingSince: time.Now()}
 	if err := s.enqueue(c, id, p.tier, req); err != nil { // the conversation is named after its customer
-		_ = c.Close(gateway.ClosePolicyViolation, err.Error())
+		s.check("refuse", c.Close(gateway.ClosePolicyViolation, err.Error()))
 	}
 }
 
@@ -57,13 +70,13 @@ func (s *app) message(c *gateway.Conn, _ gateway.MessageType, data []byte) {
 	if c.Identity().Role == gateway.RoleAgent {
 		conv, text, _ = strings.Cut(text, " ")
 		if info, ok := s.a.Conversation(conv); !ok || info.AgentID != id {
-			_ = c.Send(gateway.TextMessage, []byte("error not your conversation "+conv))
+			s.send(c, "error not your conversation "+conv)
 			return
 		}
 		if text == "/resolve" {
 			s.release(conv)
 			s.publish(conv, "resolved "+conv)
-			_ = c.Send(gateway.TextMessage, []byte("resolved "+conv))
+			s.send(c, "resolved "+conv)
 			return
 		}
 	}
@@ -75,7 +88,7 @@ func (s *app) closed(c *gateway.Conn, _ int, _ string) {
 	if c.Identity().Role != gateway.RoleAgent {
 		s.leave(id)
 	} else if len(s.g.UserConns(id)) == 0 {
-		_ = s.a.SetPresence(id, router.Offline) // OnAgentOffline after OfflineGrace
+		s.check("agent offline", s.a.SetPresence(id, router.Offline)) // OnAgentOffline after OfflineGrace
 	}
 }
 
@@ -83,4 +96,21 @@ func (s *app) positions(ups []queue.PositionUpdate) {
 	for _, u := range ups {
 		s.g.SendToUser(u.ID, gateway.TextMessage, []byte("queued "+strconv.Itoa(u.Position.Overall+1)))
 	}
+}
+
+func (s *app) send(c *gateway.Conn, text string) {
+	s.check("send", c.Send(gateway.TextMessage, []byte(text)))
+}
+
+// check logs a failed call and reports whether it succeeded. Sends to a
+// connection that closed meanwhile are expected and logged at debug level.
+func (s *app) check(what string, err error) bool {
+	if err != nil {
+		level := slog.LevelWarn
+		if errors.Is(err, gateway.ErrClosed) {
+			level = slog.LevelDebug
+		}
+		s.log.Log(s.ctx, level, "minimal: "+what, "err", err)
+	}
+	return err == nil
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboard-go/switchboard/fanout"
-	"github.com/switchboard-go/switchboard/fanout/internal/lifetime"
+	"github.com/switchboard-go/switchboard/internal/lifetime"
 	"github.com/switchboard-go/switchboard/observe"
 )
 

@@ -1,4 +1,7 @@
-package router
+// Package notify delivers a component's callbacks on a goroutine the
+// component owns (router.Assigner, router.Ring and queue.Queue use it), so
+// that no callback runs on the goroutine of a host call into the component.
+package notify
 
 import (
 	"context"
@@ -6,7 +9,7 @@ import (
 	"sync/atomic"
 )
 
-// notifier delivers a component's callbacks on a goroutine it owns, one at
+// Notifier delivers a component's callbacks on a goroutine it owns, one at
 // a time, in the order they were posted, so that a callback never runs on
 // the goroutine of a caller that is inside the component (and may hold its
 // own locks) and never under the component's lock.
@@ -15,7 +18,7 @@ import (
 // exits as soon as nothing is pending, so an idle component runs no
 // goroutine. Posting does not allocate in the steady state: two buffers are
 // swapped between the posters and the goroutine.
-type notifier[E any] struct {
+type Notifier[E any] struct {
 	deliver func(E)
 
 	mu      sync.Mutex
@@ -26,14 +29,15 @@ type notifier[E any] struct {
 	drop    atomic.Bool   // stopped: discard what is pending and what is posted
 }
 
-func newNotifier[E any](deliver func(E)) *notifier[E] {
-	return &notifier[E]{deliver: deliver}
+// New returns a Notifier that calls deliver for every posted event.
+func New[E any](deliver func(E)) *Notifier[E] {
+	return &Notifier[E]{deliver: deliver}
 }
 
-// post queues e for delivery and starts the goroutine if none is running.
+// Post queues e for delivery and starts the goroutine if none is running.
 // It may be called with the component's lock held (the notifier's lock
-// nests inside it) and from a callback. After stop, e is discarded.
-func (n *notifier[E]) post(e E) {
+// nests inside it) and from a callback. After Stop, e is discarded.
+func (n *Notifier[E]) Post(e E) {
 	n.mu.Lock()
 	if n.drop.Load() {
 		n.mu.Unlock()
@@ -44,7 +48,7 @@ func (n *notifier[E]) post(e E) {
 	n.mu.Unlock()
 }
 
-func (n *notifier[E]) startLocked() {
+func (n *Notifier[E]) startLocked() {
 	if n.running {
 		return
 	}
@@ -53,7 +57,7 @@ func (n *notifier[E]) startLocked() {
 	go n.run(n.done)
 }
 
-func (n *notifier[E]) run(done chan struct{}) {
+func (n *Notifier[E]) run(done chan struct{}) {
 	defer close(done)
 	for {
 		n.mu.Lock()
@@ -80,9 +84,9 @@ func (n *notifier[E]) run(done chan struct{}) {
 	}
 }
 
-// flush waits until everything posted so far has been delivered (or
+// Flush waits until everything posted so far has been delivered (or
 // dropped). Tests use it to observe callbacks deterministically.
-func (n *notifier[E]) flush() {
+func (n *Notifier[E]) Flush() {
 	for {
 		n.mu.Lock()
 		if !n.running {
@@ -95,13 +99,13 @@ func (n *notifier[E]) flush() {
 	}
 }
 
-// stop ends delivery: it waits until every pending event has been
+// Stop ends delivery: it waits until every pending event has been
 // delivered, or until ctx is done, in which case what is still pending is
 // discarded and it returns ctx.Err() once the callback running at that
-// moment (if any) has returned. Either way nothing is delivered after stop
-// returns, and events posted later are discarded. stop must not be called
+// moment (if any) has returned. Either way nothing is delivered after Stop
+// returns, and events posted later are discarded. Stop must not be called
 // from a callback (it would wait for itself).
-func (n *notifier[E]) stop(ctx context.Context) error {
+func (n *Notifier[E]) Stop(ctx context.Context) error {
 	var err error
 	for {
 		n.mu.Lock()
